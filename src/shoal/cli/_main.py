@@ -1,0 +1,204 @@
+"""The ``shoal`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from shoal._errors import ConfigError, ShoalError
+
+app = typer.Typer(
+    name="shoal",
+    help="Tune the hyperparameters of neural networks: grid, random, TPE, GP, CMA-ES, QMC, on built-in "
+    "MLP / CNN presets or your own model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+StorageOpt = Annotated[Optional[str], typer.Option(
+    "--storage", "-s", help="SQLite file (default shoal.db), journal file (x.log) or SQLAlchemy URL.")]
+
+
+@app.command()
+def tune(
+    experiment: Annotated[Optional[Path], typer.Argument(help="Experiment TOML file (flags override it).")] = None,
+    data: Annotated[Optional[str], typer.Option(help="digits, mnist[:folder], fashion-mnist[:folder], x.csv or x.npz.")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Model preset: mlp or cnn.")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="grid, random, qmc, tpe, gp or cmaes.")] = None,
+    trials: Annotated[Optional[int], typer.Option(help="Total trials in the study (finished ones count).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per trial.")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="val_loss (minimized) or val_acc (maximized).")] = None,
+    storage: StorageOpt = None,
+    study: Annotated[Optional[str], typer.Option(help="Study name (default: <data>-<preset>).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Study seed (sampler, splits, trial seeds).")] = None,
+    pruner: Annotated[Optional[str], typer.Option(help="none, median, sha or hyperband.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(
+        "--param", "-p", help="Override a parameter: lr=0.01 (fix), lr=1e-4:1e-1 (range), optimizer=adam,sgd.")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Validation share of the data.")] = None,
+    folds: Annotated[Optional[int], typer.Option(help="k-fold cross validation instead of one split.")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Early stopping: epochs without improvement.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    grid_points: Annotated[Optional[int], typer.Option(help="Values per continuous parameter for grid.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="CSV target column (default: the last).")] = None,
+    download: Annotated[bool, typer.Option("--download", help="Download MNIST files when missing.")] = False,
+    timeout: Annotated[Optional[float], typer.Option(help="Stop asking new trials after this many seconds.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Run (or resume) a tuning study. Running the same command again continues it."""
+    from shoal.space import parse_override
+    from shoal.study import load_experiment, make_experiment
+    from shoal.study._display import summary_table
+    from shoal.study._tune import tune as run_tune
+
+    flags = dict(data=data, preset=preset, strategy=strategy, trials=trials, epochs=epochs, metric=metric,
+                 storage=storage, study=study, seed=seed, pruner=pruner, val_fraction=val_fraction, folds=folds,
+                 patience=patience, device=device, grid_points=grid_points, target=target, timeout=timeout,
+                 download=download or None)
+    params = dict(parse_override(p) for p in (param or []))
+    if params:
+        flags["params"] = params
+    if experiment is not None:
+        exp = load_experiment(experiment, **flags)
+    else:
+        exp = make_experiment({k: v for k, v in flags.items() if v is not None})
+    result = run_tune(experiment=exp, progress=not quiet, console=console)
+    study_obj = result.study
+    console.print(summary_table(study_obj, metric=exp.metric))
+    if result.best_params is None:
+        console.print("[yellow]No trial completed; see `shoal show` for the failure reasons.[/]")
+        raise typer.Exit(1)
+    console.print(
+        f"best {exp.metric} [green]{result.best_value:.4g}[/] (trial {result.best_trial.number}); "
+        f"study [bold]{study_obj.study_name}[/] in {exp.storage or 'shoal.db'}. "
+        f"`shoal best --study {study_obj.study_name}` prints its configuration."
+    )
+
+
+def _load(storage: str | None, study: str | None):
+    import optuna
+
+    from shoal.study import resolve_storage
+
+    if storage is None and not Path("shoal.db").exists():
+        raise ConfigError("No storage given and no shoal.db in this folder. Pass --storage FILE_OR_URL.")
+    if storage is not None and "://" not in storage and not storage.startswith("journal:") and not Path(storage).exists():
+        raise ConfigError(f"Storage file not found: {storage!r}. Check the path (studies are created by `shoal tune`).")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    resolved = resolve_storage(storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(resolved, include_best_trial=False)]
+    if study is None:
+        if len(names) == 1:
+            study = names[0]
+        else:
+            raise ConfigError(
+                f"This storage holds {len(names)} studies: {', '.join(names) or 'none'}. Pick one with --study NAME."
+            )
+    if study not in names:
+        raise ConfigError(f"No study named {study!r} in this storage. Studies here: {', '.join(names) or 'none'}.")
+    return optuna.load_study(study_name=study, storage=resolved)
+
+
+@app.command()
+def show(
+    storage: StorageOpt = None,
+    study: Annotated[Optional[str], typer.Option(help="Study name (needed when the storage has several).")] = None,
+    top: Annotated[int, typer.Option(help="How many of the best trials to list.")] = 10,
+) -> None:
+    """Summarize a stored study: trial counts by state, the best trials, failure reasons."""
+    from collections import Counter
+
+    from rich.table import Table
+
+    from shoal.study._display import summary_table
+
+    s = _load(storage, study)
+    trials = s.get_trials(deepcopy=False)
+    counts = Counter(t.state.name.lower() for t in trials)
+    settings = s.user_attrs.get("shoal", {})
+    console.print(f"[bold]{s.study_name}[/]: {len(trials)} trials "
+                  + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    if settings:
+        console.print("[dim]" + ", ".join(f"{k}={settings[k]}" for k in ("data", "preset", "strategy", "epochs", "metric")
+                                          if k in settings) + "[/]")
+    console.print(summary_table(s, top=top, metric=settings.get("metric", "value")))
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    if failed:
+        table = Table(title="failed trials")
+        table.add_column("#", justify="right")
+        table.add_column("reason")
+        for t in failed[-top:]:
+            table.add_row(str(t.number), str(t.user_attrs.get("fail_reason", "?"))[:120])
+        console.print(table)
+
+
+@app.command()
+def best(
+    storage: StorageOpt = None,
+    study: Annotated[Optional[str], typer.Option(help="Study name (needed when the storage has several).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the configuration as JSON only.")] = False,
+) -> None:
+    """Print the best trial's configuration."""
+    from optuna.trial import TrialState
+
+    s = _load(storage, study)
+    if not s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise ConfigError(f"The study {s.study_name!r} has no complete trial yet. Run `shoal tune` first.")
+    t = s.best_trial
+    config = t.user_attrs.get("config", t.params)
+    if as_json:
+        typer.echo(json.dumps({"trial": t.number, "value": t.value, "config": config}, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"best trial {t.number} of {s.study_name}: value {t.value:.6g}")
+    table.add_column("parameter")
+    table.add_column("value", justify="right")
+    for k, v in config.items():
+        table.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+    console.print(table)
+
+
+@app.command()
+def space(
+    preset: Annotated[str, typer.Option(help="mlp or cnn.")] = "mlp",
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Overrides, as for tune.")] = None,
+) -> None:
+    """Print a preset's search space (with overrides applied)."""
+    from shoal.space import parse_override
+    from shoal.space import preset as get_preset
+
+    s = get_preset(preset)
+    for p in param or []:
+        s.override(*parse_override(p))
+    console.print(s.describe(), highlight=False)
+
+
+def main() -> None:
+    """Entry point: bad input ends with one clear paragraph and exit code 2, no traceback."""
+    try:
+        app(standalone_mode=False)
+    except ShoalError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted:[/] run the same command again to continue the study.")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise

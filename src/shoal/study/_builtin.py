@@ -1,0 +1,122 @@
+"""Training the built-in presets inside a study: data once, then one job after another."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from shoal._errors import ConfigError, TrialFailed
+
+if TYPE_CHECKING:
+    from shoal.study._experiment import Experiment
+    from shoal.study._runner import Job, StudyRunner
+
+__all__ = ["PreparedData", "prepare_data", "run_builtin"]
+
+
+@dataclass
+class PreparedData:
+    """The tensors of every fold (one entry without k-fold), on the training device."""
+
+    folds: list  # list[shoal.engine.TensorData]
+    description: str
+    device: str
+
+
+def prepare_data(exp: Experiment) -> PreparedData:
+    """Load, split and scale the experiment's data (train-only statistics); move it to the device."""
+    from shoal.data import describe, kfold_splits, load_dataset, prepare, train_val_split
+    from shoal.engine import TensorData, resolve_device
+
+    ds = load_dataset(exp.data, target=exp.target, download=exp.download)
+    if exp.metric == "val_acc" and ds.task != "classification":
+        raise ConfigError(
+            f"The metric 'val_acc' needs a classification target, but {exp.data!r} is a regression "
+            "data set. Use --metric val_loss."
+        )
+    if exp.preset == "cnn" and len(ds.input_shape) != 3:
+        raise ConfigError(
+            f"The cnn preset needs image data shaped (channels, height, width), but {exp.data!r} has "
+            f"input shape {ds.input_shape}. Use --preset mlp for tabular data."
+        )
+    if exp.folds:
+        splits = kfold_splits(ds, k=exp.folds, seed=exp.seed, test_fraction=exp.test_fraction)
+    else:
+        splits = [train_val_split(ds, val_fraction=exp.val_fraction, test_fraction=exp.test_fraction,
+                                  seed=exp.seed)]
+    device = resolve_device(exp.device)
+    folds = [TensorData.from_prepared(prepare(ds, s), device) for s in splits]
+    return PreparedData(folds, describe(ds), str(device))
+
+
+def _curves(histories: list) -> dict[str, Any]:
+    """Per-epoch curves averaged over folds (folds may stop at different epochs: cut to the shortest)."""
+    n = min(len(h.epochs) for h in histories)
+    out: dict[str, Any] = {}
+    for name in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"):
+        rows = [h.curve(name)[:n] for h in histories]
+        if any(v is None for r in rows for v in r):
+            continue
+        out[name] = [float(x) for x in np.mean(np.array(rows, dtype=float), axis=0)]
+    return out
+
+
+def train_job(job: Job, runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:
+    """Train one job on every fold; report, prune, record, and tell the study."""
+    from shoal.engine import train
+
+    metric = exp.metric
+    histories = []
+    pruned = []
+    for k, fold in enumerate(data.folds):
+        last_fold = k == len(data.folds) - 1
+
+        def on_epoch(record, _last=last_fold):
+            # With k-fold, the pruner sees the mean over folds once the last fold reaches the epoch.
+            if not _last:
+                return False
+            if histories:
+                values = [h.epochs[record.epoch - 1].metrics()[metric] for h in histories
+                          if len(h.epochs) >= record.epoch]
+                value = float(np.mean(values + [record.metrics()[metric]]))
+            else:
+                value = record.metrics()[metric]
+            stop = runner.report(job, record.epoch, value)
+            pruned.append(stop)
+            return stop
+
+        history = train(job.config, fold, family=exp.preset, epochs=exp.epochs, seed=job.seed + k,
+                        on_epoch=on_epoch, patience=exp.patience)
+        histories.append(history)
+    curves = _curves(histories)
+    attrs: dict[str, Any] = {
+        "curves": curves,
+        "epochs_run": len(curves.get("val_loss", [])),
+        "device": data.device,
+        "engine": "single",
+    }
+    if len(histories) > 1:
+        attrs["fold_val_loss"] = [h.last.val_loss for h in histories]
+    if curves.get("train_loss") and curves.get("val_loss"):
+        attrs["gap"] = curves["val_loss"][-1] - curves["train_loss"][-1]
+    if any(pruned):
+        runner.prune(job, attrs)
+        return
+    runner.complete(job, curves[metric][-1], attrs)
+
+
+def run_builtin(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:
+    """Train built-in preset trials with the single-model engine until the budget is spent."""
+    while (job := runner.ask()) is not None:
+        try:
+            train_job(job, runner, exp, data)
+        except KeyboardInterrupt:
+            runner.interrupt(job)
+            raise
+        except TrialFailed as exc:
+            runner.fail(job, str(exc))
+        except Exception as exc:  # a failing trial is recorded and the study goes on
+            runner.fail(job, f"{type(exc).__name__}: {exc}", {"traceback": traceback.format_exc()[-4000:]})

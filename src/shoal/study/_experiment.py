@@ -1,0 +1,198 @@
+"""An experiment: everything one study needs, from a TOML file, CLI flags or Python arguments.
+
+Validated as a whole before anything touches the storage, so that bad input writes nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from shoal._errors import ConfigError
+from shoal.study._strategies import check_pruner, check_strategy
+
+__all__ = ["Experiment", "load_experiment", "resolve_storage"]
+
+METRIC_DIRECTIONS = {"val_loss": "minimize", "val_acc": "maximize"}
+ENGINES = ("single",)
+
+
+@dataclass
+class Experiment:
+    """One study's settings. Field names are the TOML keys and (with dashes) the CLI flags.
+
+    Example:
+        >>> Experiment(trials=20, strategy="random").direction
+        'minimize'
+    """
+
+    data: str = "digits"
+    preset: str = "mlp"
+    strategy: str = "tpe"
+    trials: int = 30
+    epochs: int = 15
+    metric: str = "val_loss"
+    storage: str | None = None
+    study: str | None = None
+    seed: int = 0
+    pruner: str = "none"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    folds: int | None = None
+    patience: int | None = None
+    device: str = "auto"
+    engine: str = "single"
+    grid_points: int = 3
+    target: str | None = None
+    download: bool = False
+    timeout: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def direction(self) -> str:
+        return METRIC_DIRECTIONS[self.metric]
+
+    @property
+    def study_name(self) -> str:
+        if self.study:
+            return self.study
+        stem = Path(str(self.data).split(":", 1)[-1]).stem if ("/" in str(self.data) or "." in str(self.data)) else self.data
+        return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', str(stem))}-{self.preset}"
+
+    def validate(self) -> None:
+        from shoal.space import PRESETS
+
+        if self.preset not in PRESETS:
+            from shoal.space import preset
+
+            preset(self.preset)  # raises the standard message
+        check_strategy(self.strategy)
+        check_pruner(self.pruner)
+        if self.metric not in METRIC_DIRECTIONS:
+            raise ConfigError(
+                f"The 'metric' setting must be one of {list(METRIC_DIRECTIONS)}. Got {self.metric!r} instead."
+            )
+        for name, low in (("trials", 1), ("epochs", 1), ("grid_points", 2)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigError(f"The '{name}' setting must be an integer >= {low}. Got {v!r} instead.")
+        for name in ("folds", "patience"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (2 if name == "folds" else 1)):
+                raise ConfigError(
+                    f"The '{name}' setting must be an integer >= {2 if name == 'folds' else 1}. Got {v!r} instead."
+                )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"The 'seed' setting must be a non-negative integer. Got {self.seed!r} instead.")
+        if not (0.0 < float(self.val_fraction) < 1.0):
+            raise ConfigError(f"The 'val_fraction' setting must be in (0, 1). Got {self.val_fraction!r} instead.")
+        if not (0.0 <= float(self.test_fraction) < 1.0) or self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                f"The 'test_fraction' setting must be in [0, 1) and leave data for training "
+                f"(val_fraction + test_fraction < 1). Got {self.test_fraction!r}."
+            )
+        if self.engine not in ENGINES:
+            raise ConfigError(f"The 'engine' setting must be one of {list(ENGINES)}. Got {self.engine!r} instead.")
+        if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
+            raise ConfigError(f"The 'timeout' setting must be a positive number of seconds. Got {self.timeout!r}.")
+        if not isinstance(self.params, Mapping):
+            raise ConfigError(f"The 'params' (or [space]) section must be a table. Got {self.params!r} instead.")
+
+    def space(self):
+        """The preset space with this experiment's overrides applied."""
+        from shoal.space import preset
+
+        space = preset(self.preset)
+        space.update(self.params)
+        return space
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def load_experiment(path: str | Path, **overrides: Any) -> Experiment:
+    """Read an experiment TOML file; ``overrides`` (non-None) win over the file.
+
+    The file holds the settings at the top level (or under ``[experiment]``) and parameter overrides
+    under ``[space]``::
+
+        data = "digits"
+        preset = "mlp"
+        strategy = "tpe"
+        trials = 40
+
+        [space]
+        optimizer = ["adam", "momentum"]      # choices
+        batch_size = 64                        # fixed
+        lr = { low = 1e-3, high = 0.3 }       # narrowed (stays log scale)
+    """
+    import tomllib
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"Experiment file not found: {str(p)!r}. Check the path, or use flags such as --data digits.")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"The experiment file {str(p)!r} is not valid TOML: {exc}.") from None
+    settings = dict(raw.pop("experiment", {}))
+    params = dict(raw.pop("space", {}))
+    settings.update(raw)
+    settings["params"] = {**params, **dict(settings.get("params", {}))}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "params":
+            settings["params"] = {**settings["params"], **value}
+        else:
+            settings[key] = value
+    return make_experiment(settings, source=str(p))
+
+
+def make_experiment(settings: Mapping[str, Any], source: str = "arguments") -> Experiment:
+    known = {f.name for f in fields(Experiment)}
+    normalized = {str(k).replace("-", "_"): v for k, v in settings.items()}
+    bad = [k for k in normalized if k not in known]
+    if bad:
+        close = difflib.get_close_matches(bad[0], sorted(known), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"Unknown setting '{bad[0]}' in {source}.{hint} Known settings: {', '.join(sorted(known))}; "
+            "parameter overrides go under [space]."
+        )
+    return Experiment(**normalized)
+
+
+def resolve_storage(storage: str | None):
+    """A storage for Optuna: a SQLite file by default, any SQLAlchemy URL, or a journal file.
+
+    ``None`` -> ``sqlite:///shoal.db`` in the working folder; ``x.db`` / ``x.sqlite`` -> that SQLite
+    file; ``x.log`` / ``x.jsonl`` / ``journal:x`` -> an Optuna journal file; ``scheme://...`` -> as is.
+    """
+    if storage is None or storage == "":
+        return "sqlite:///shoal.db"
+    s = str(storage)
+    if "://" in s:
+        return s
+    if s.startswith("journal:") or s.endswith((".log", ".jsonl", ".journal")):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = s.removeprefix("journal:")
+        if Path(path).parent and not Path(path).parent.exists():
+            raise ConfigError(f"The folder of journal file {path!r} does not exist. Create it first.")
+        return JournalStorage(JournalFileBackend(path))
+    if s.endswith((".db", ".sqlite", ".sqlite3")):
+        if not Path(s).parent.exists():
+            raise ConfigError(f"The folder of SQLite file {s!r} does not exist. Create it first.")
+        return f"sqlite:///{s}"
+    raise ConfigError(
+        f"Cannot tell what storage {s!r} is. Give a SQLite file (name.db), a journal file (name.log) "
+        "or a SQLAlchemy URL such as sqlite:///name.db or postgresql+psycopg://user:pw@host/db."
+    )

@@ -1,0 +1,208 @@
+"""The ask / tell loop over an Optuna study: budget, seeds, records, failures and resume.
+
+Engines pull jobs from a ``StudyRunner`` (``ask``), report each epoch (``report``: returns True when
+the pruner says stop) and hand back the outcome (``complete``, ``prune``, ``fail``). The runner
+alone talks to the storage; engines never see it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from shoal._errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from shoal.space import Space
+
+__all__ = ["COUNTED", "Job", "StudyRunner", "trial_seed"]
+
+INTERRUPTED = "interrupted"
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """The training seed of trial ``number``: spread out, reproducible, independent of order."""
+    return int(np.random.SeedSequence([int(study_seed), int(number)]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def counted(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a finished trial uses up budget: complete, pruned or failed (not interrupted)."""
+    from optuna.trial import TrialState
+
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") != INTERRUPTED
+
+
+COUNTED = counted
+
+
+@dataclass
+class Job:
+    """One trial handed to an engine."""
+
+    trial: optuna.trial.Trial
+    config: dict[str, Any]
+    seed: int
+    started: float
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+
+class StudyRunner:
+    """Budgeted ask / tell over one Optuna study.
+
+    Args:
+        study: the Optuna study (already created or loaded).
+        space: the search space each asked trial samples.
+        trials: the total budget, counting trials already finished in the storage.
+        metric: the name of the value the study optimizes (for messages and attributes).
+        seed: the study seed; each trial's training seed derives from it and the trial number.
+        on_finish: called with each finished FrozenTrial (the progress display listens here).
+    """
+
+    def __init__(self, study: optuna.Study, space: Space, *, trials: int, metric: str = "value",
+                 seed: int = 0, timeout: float | None = None,
+                 on_finish: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> None:
+        self.study = study
+        self.space = space
+        self.trials = trials
+        self.metric = metric
+        self.seed = seed
+        self.on_finish = on_finish
+        self.deadline = time.monotonic() + timeout if timeout else None
+        self.running: dict[int, Job] = {}
+        self.recovered = self._recover_interrupted()
+
+    # ------------------------------------------------------------------ budget
+    def finished_count(self) -> int:
+        return sum(1 for t in self.study.get_trials(deepcopy=False) if counted(t))
+
+    def remaining(self) -> int:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return 0
+        return max(0, self.trials - self.finished_count() - len(self.running))
+
+    def _recover_interrupted(self) -> int:
+        """Trials left RUNNING by a killed process: mark them failed ('interrupted') and queue their
+        configuration again, so the study runs them anew and none is lost or counted twice.
+
+        Assumes one driver per study; several drivers on one storage need heartbeats (see docs).
+        """
+        from optuna.trial import TrialState
+
+        stale = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        for t in stale:
+            self.study._storage.set_trial_user_attr(t._trial_id, "fail_reason", INTERRUPTED)
+            self.study.tell(t.number, state=TrialState.FAIL)
+            self.study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        return len(stale)
+
+    # ------------------------------------------------------------------ ask / tell
+    def ask(self) -> Job | None:
+        """The next job, or None when the budget (or time) is used up."""
+        if self.remaining() <= 0:
+            return None
+        trial = self.study.ask()
+        try:
+            config = self.space.sample(trial)
+        except ConfigError:
+            self.study.tell(trial, state=_state("FAIL"))
+            raise
+        seed = trial_seed(self.seed, trial.number)
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("config", config)
+        job = Job(trial, config, seed, time.perf_counter())
+        self.running[trial.number] = job
+        return job
+
+    def report(self, job: Job, epoch: int, value: float) -> bool:
+        """Report the metric after ``epoch`` (1-based); True means the pruner says stop."""
+        if value is None or not math.isfinite(value):
+            return False
+        job.trial.report(float(value), step=epoch)
+        return job.trial.should_prune()
+
+    def _attrs(self, job: Job, attrs: dict[str, Any] | None) -> None:
+        job.trial.set_user_attr("seconds", round(time.perf_counter() - job.started, 4))
+        for key, value in (attrs or {}).items():
+            job.trial.set_user_attr(key, value)
+
+    def complete(self, job: Job, value: float, attrs: dict[str, Any] | None = None) -> None:
+        self._attrs(job, attrs)
+        self._tell(job, values=float(value))
+
+    def prune(self, job: Job, attrs: dict[str, Any] | None = None) -> None:
+        self._attrs(job, attrs)
+        self._tell(job, state=_state("PRUNED"))
+
+    def fail(self, job: Job, reason: str, attrs: dict[str, Any] | None = None) -> None:
+        self._attrs(job, attrs)
+        job.trial.set_user_attr("fail_reason", reason[:2000])
+        self._tell(job, state=_state("FAIL"))
+
+    def interrupt(self, job: Job) -> None:
+        """The run was stopped by the user: fail it as interrupted and queue it again."""
+        job.trial.set_user_attr("fail_reason", INTERRUPTED)
+        self._tell(job, state=_state("FAIL"))
+        self.study.enqueue_trial(job.trial.params, user_attrs={"retry_of": job.number}, skip_if_exists=False)
+
+    def _tell(self, job: Job, **kwargs: Any) -> None:
+        frozen = self.study.tell(job.trial, **kwargs)
+        self.running.pop(job.number, None)
+        if self.on_finish is not None:
+            self.on_finish(frozen)
+
+    # ------------------------------------------------------------------ user objectives
+    def run_objective(self, objective: Callable[..., Any]) -> None:
+        """Run a user's objective ``fn(config)`` or ``fn(config, trial)`` until the budget is spent.
+
+        The objective returns a float (or a dict holding ``self.metric``). With ``trial`` it may call
+        ``trial.report(value, epoch)`` and ``trial.should_prune()`` (raising ``optuna.TrialPruned``).
+        """
+        import inspect
+
+        import optuna
+
+        try:
+            n_args = len(inspect.signature(objective).parameters)
+        except (TypeError, ValueError):
+            n_args = 1
+        while (job := self.ask()) is not None:
+            try:
+                out = objective(job.config, job.trial) if n_args >= 2 else objective(job.config)
+                if isinstance(out, dict):
+                    if self.metric not in out:
+                        raise ValueError(f"the objective returned a dict without the metric '{self.metric}'")
+                    extra = {k: v for k, v in out.items() if k != self.metric}
+                    out = out[self.metric]
+                else:
+                    extra = {}
+                value = float(out)
+                if not math.isfinite(value):
+                    raise ValueError(f"the objective returned {value}")
+            except optuna.TrialPruned:
+                self.prune(job)
+                continue
+            except KeyboardInterrupt:
+                self.interrupt(job)
+                raise
+            except Exception as exc:  # a failing trial is recorded and the study goes on
+                self.fail(job, f"{type(exc).__name__}: {exc}", {"traceback": traceback.format_exc()[-4000:]})
+                continue
+            self.complete(job, value, extra)
+
+
+def _state(name: str):
+    from optuna.trial import TrialState
+
+    return TrialState[name]

@@ -1,0 +1,95 @@
+"""Strategies and pruners by name: thin, seeded wrappers over Optuna's own."""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING
+
+from shoal._errors import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from shoal.space import Space
+
+__all__ = ["PRUNERS", "STRATEGIES", "make_pruner", "make_sampler"]
+
+STRATEGIES = {
+    "grid": "every combination of a few values per parameter (--grid-points)",
+    "random": "independent random sampling, each parameter on its own scale",
+    "qmc": "quasi-random (scrambled Sobol) sampling: covers the space more evenly than random",
+    "tpe": "Tree-structured Parzen Estimator (Bayesian, handles conditional parameters)",
+    "gp": "Gaussian-process Bayesian optimization",
+    "cmaes": "CMA-ES evolution strategy (categorical parameters sampled at random)",
+}
+
+PRUNERS = {
+    "none": "train every trial for all its epochs",
+    "median": "stop a trial whose value is worse than the median of earlier trials at the same epoch",
+    "sha": "asynchronous successive halving",
+    "hyperband": "Hyperband: several successive-halving brackets",
+}
+
+
+def _unknown(kind: str, name: str, table: dict[str, str]) -> ConfigError:
+    close = difflib.get_close_matches(str(name), list(table), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"Unknown {kind} {name!r}.{hint} Choose one of: {', '.join(table)}.")
+
+
+def check_strategy(name: str) -> None:
+    if name not in STRATEGIES:
+        raise _unknown("strategy", name, STRATEGIES)
+
+
+def check_pruner(name: str) -> None:
+    if name not in PRUNERS:
+        raise _unknown("pruner", name, PRUNERS)
+
+
+def make_sampler(name: str, *, seed: int, space: Space | None = None, grid_points: int = 3,
+                 n_startup_trials: int = 10) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler for a strategy name, seeded."""
+    import optuna
+
+    check_strategy(name)
+    if name == "grid":
+        if space is None:
+            raise ConfigError("The grid strategy needs a search space to enumerate.")
+        grid = space.grid(grid_points)
+        if not grid:
+            raise ConfigError("The grid strategy found nothing to search: every parameter is fixed.")
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
+                                          warn_independent_sampling=False, warn_asynchronous_seeding=False)
+    if name == "tpe":
+        # group=True lets multivariate TPE model conditional parameters (momentum only for SGD with
+        # momentum, betas only for Adam) jointly within each sub-space instead of falling back.
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                              n_startup_trials=n_startup_trials)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials,
+                                         warn_independent_sampling=False)
+    return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials,
+                                        warn_independent_sampling=False)
+
+
+def make_pruner(name: str, *, epochs: int) -> optuna.pruners.BasePruner:
+    """The Optuna pruner for a name; rungs are in epochs."""
+    import optuna
+
+    check_pruner(name)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=max(1, epochs // 4))
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)

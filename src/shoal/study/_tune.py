@@ -1,0 +1,161 @@
+"""``shoal.tune``: one call from settings to a finished (or resumed) study."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from shoal._errors import ConfigError
+from shoal.study._experiment import Experiment, load_experiment, make_experiment, resolve_storage
+
+if TYPE_CHECKING:
+    import optuna
+    from rich.console import Console
+
+    from shoal.space import Space
+
+__all__ = ["TuneResult", "open_study", "tune"]
+
+
+@dataclass
+class TuneResult:
+    """What ``tune`` returns.
+
+    Attributes:
+        best_params: the best trial's full configuration (sampled and fixed values).
+        best_value: its metric value.
+        best_trial: the Optuna FrozenTrial.
+        study: the Optuna study (for Optuna's own tools).
+        experiment: the settings used (None for a user objective).
+    """
+
+    best_params: dict[str, Any] | None
+    best_value: float | None
+    best_trial: Any
+    study: optuna.Study
+    experiment: Experiment | None = None
+
+
+def open_study(storage: Any, name: str, direction: str, sampler=None, pruner=None) -> optuna.Study:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler,
+                                pruner=pruner, load_if_exists=True)
+    if study.direction.name.lower() != direction:
+        raise ConfigError(
+            f"The study {name!r} in this storage was created to {study.direction.name.lower()} its value, "
+            f"but this run asks to {direction} it. Use another --study name, or the original metric."
+        )
+    return study
+
+
+def _best(study: optuna.Study) -> tuple[dict | None, float | None, Any]:
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return None, None, None
+    best = study.best_trial
+    return dict(best.user_attrs.get("config", best.params)), best.value, best
+
+
+def tune(
+    objective: Callable[..., Any] | None = None,
+    *,
+    space: Space | None = None,
+    experiment: str | Experiment | None = None,
+    direction: str | None = None,
+    progress: bool = True,
+    console: Console | None = None,
+    **settings: Any,
+) -> TuneResult:
+    """Tune a built-in preset on a data set, or a user's own objective.
+
+    Args:
+        objective: a user function ``fn(config)`` or ``fn(config, trial)`` returning the value to
+            optimize (a float, or a dict holding ``metric``); None trains a built-in preset.
+        space: the search space (required with ``objective``; optional override of the preset's).
+        experiment: an experiment TOML path or ``Experiment`` to start from.
+        direction: "minimize" or "maximize" for a user objective (default minimize).
+        progress: show a live progress bar.
+        **settings: any ``Experiment`` field: data, preset, strategy, trials, epochs, metric,
+            storage, study, seed, pruner, val_fraction, folds, params, ...
+
+    Returns:
+        TuneResult with the best configuration, its value and the Optuna study.
+
+    Example:
+        >>> result = shoal.tune(data="digits", preset="mlp", strategy="random", trials=5,
+        ...                     epochs=3, storage="runs.db")  # doctest: +SKIP
+        >>> result.best_params["lr"]  # doctest: +SKIP
+    """
+    if isinstance(experiment, Experiment):
+        exp = make_experiment({**experiment.to_dict(), **settings})
+    elif experiment is not None:
+        exp = load_experiment(experiment, **settings)
+    else:
+        exp = make_experiment(settings)
+    if objective is not None:
+        return _tune_objective(objective, space, exp, direction, progress, console)
+    if direction is not None and direction != exp.direction:
+        raise ConfigError(
+            f"The metric {exp.metric!r} is always {exp.direction}d; drop direction={direction!r} "
+            "or pick the other metric."
+        )
+    from shoal.study._builtin import prepare_data, run_builtin
+
+    # Everything that can fail on user input runs before the storage is touched.
+    tuned_space = space.copy().update(exp.params) if space is not None else exp.space()
+    data = prepare_data(exp)
+    return _run(exp, tuned_space, exp.direction, exp.metric, lambda runner: run_builtin(runner, exp, data),
+                progress, console, attrs={"data": data.description, "device": data.device})
+
+
+def _tune_objective(objective, space, exp, direction, progress, console) -> TuneResult:
+    from shoal.space import Space
+
+    if not isinstance(space, Space):
+        raise ConfigError(
+            "A user objective needs its search space: pass space=shoal.Space([...]) "
+            f"(Float, Int, Categorical parameters). Got {space!r} instead."
+        )
+    space = space.copy().update(exp.params)
+    direction = direction or "minimize"
+    if direction not in ("minimize", "maximize"):
+        raise ConfigError(f"The 'direction' must be 'minimize' or 'maximize'. Got {direction!r} instead.")
+    metric = "value"
+    if exp.study is None:
+        exp.study = getattr(objective, "__name__", "objective")
+    return _run(exp, space, direction, metric, lambda runner: runner.run_objective(objective), progress, console,
+                attrs={"objective": getattr(objective, "__qualname__", repr(objective))})
+
+
+def _run(exp: Experiment, space: Space, direction: str, metric: str, body: Callable, progress: bool,
+         console: Console | None, attrs: Mapping[str, Any]) -> TuneResult:
+    from shoal.study._display import Progress
+    from shoal.study._runner import StudyRunner
+    from shoal.study._strategies import make_pruner, make_sampler
+
+    sampler = make_sampler(exp.strategy, seed=exp.seed, space=space, grid_points=exp.grid_points)
+    pruner = make_pruner(exp.pruner, epochs=exp.epochs)
+    trials = exp.trials
+    if exp.strategy == "grid":
+        size = space.grid_size(exp.grid_points)
+        trials = min(trials, size)
+    storage = resolve_storage(exp.storage)
+    study = open_study(storage, exp.study_name, direction, sampler, pruner)
+    study.set_user_attr("shoal", {**{k: v for k, v in exp.to_dict().items() if k != "params"},
+                                  "metric": metric, "space": space.describe(), **attrs})
+    display = Progress(trials, 0, direction, metric, console=console, enabled=progress)
+    runner = StudyRunner(study, space, trials=trials, metric=metric, seed=exp.seed, timeout=exp.timeout,
+                         on_finish=display.finished)
+    if display.enabled:
+        display._progress.update(display._task, completed=runner.finished_count())
+        display.seed_best(study)
+    logging.getLogger("shoal").info("study %s: %d trials finished before this run", study.study_name,
+                                    runner.finished_count())
+    with display:
+        body(runner)
+    best_params, best_value, best_trial = _best(study)
+    return TuneResult(best_params, best_value, best_trial, study, exp)
