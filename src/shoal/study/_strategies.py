@@ -59,7 +59,7 @@ def make_sampler(name: str, *, seed: int, space: Space | None = None, grid_point
         grid = space.grid(grid_points)
         if not grid:
             raise ConfigError("The grid strategy found nothing to search: every parameter is fixed.")
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        return _GridSampler(grid, seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "qmc":
@@ -93,3 +93,23 @@ def make_pruner(name: str, *, epochs: int) -> optuna.pruners.BasePruner:
     if name == "sha":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+
+
+def _grid_sampler_class():
+    import optuna
+
+    class GridSampler(optuna.samplers.GridSampler):
+        """Optuna's GridSampler for an ask / tell loop.
+
+        Optuna's version calls ``study.stop()`` once the grid is exhausted, which only works inside
+        ``study.optimize``; our runner caps the budget at the grid size instead.
+        """
+
+        def after_trial(self, study, trial, state, values):  # noqa: D102
+            return None
+
+    return GridSampler
+
+
+def _GridSampler(grid, seed):  # noqa: N802 - a lazily built class, used like one
+    return _grid_sampler_class()(grid, seed=seed)

@@ -1,0 +1,105 @@
+"""One batched optimizer step for a whole population: SGD, momentum, RMSprop and Adam at once.
+
+Every parameter of every member lives in one flat buffer ``P`` (gradients in ``G``, state in ``M``
+and ``V``). Each element carries a small integer code, ``2 * member + is_weight``, that picks its
+row of a coefficient table, so the four optimizer families become one elementwise update::
+
+    g  = G + l1 * sign(P) + wd * P              (l1, wd are 0 for biases and batch-norm parameters)
+    M  = a1 * M + a2 * g + a3 * (g - M)         (Adam: a1=1, a2=0, a3=1-beta1, as torch's lerp_)
+    V  = b1 * V + b2 * (g * g)                  (RMSprop and Adam; 0 for SGD and momentum)
+    P  = P - lr * M / (sqrt(V) / c + eps)       (SGD / momentum: c=inf, eps=1 -> P - lr * M)
+
+The coefficients mirror ``torch.optim``'s single-tensor code (same Python-double arithmetic, same
+float32 constants), so a member matches its own torch optimizer to float rounding. A member with
+no rows in a step is frozen with ``a1=b1=1, a2=a3=b2=lr=0``. The update is memory-bound (about
+eight passes over the parameters); compiled with ``torch.compile`` it becomes one pass.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["COLUMNS", "Coefficients", "flat_update"]
+
+COLUMNS = ("lr", "a1", "a2", "a3", "b1", "b2", "c", "eps", "wd", "l1")
+_FROZEN = dict(lr=0.0, a1=1.0, a2=0.0, a3=0.0, b1=1.0, b2=0.0, c=math.inf, eps=1.0)
+
+
+class Coefficients:
+    """Per-member constants of a population's optimizers, in its member order; ``table`` fills the
+    ``[2K, len(COLUMNS)]`` float32 table of one step (row ``2k``: biases and batch norm of member k,
+    row ``2k + 1``: its weights) with numpy, in float64 like torch's Python-side arithmetic."""
+
+    def __init__(self, cfgs: Sequence[Mapping[str, Any]]) -> None:
+        k = len(cfgs)
+        self.base = np.zeros((k, len(COLUMNS)), dtype=np.float64)
+        self.adam = np.zeros(k, dtype=bool)
+        self.beta1, self.beta2 = np.zeros(k), np.zeros(k)
+        for i, cfg in enumerate(cfgs):
+            opt = cfg["optimizer"]
+            if opt in ("sgd", "momentum"):
+                mom = float(cfg["momentum"]) if opt == "momentum" else 0.0
+                row = (0.0, mom, 1.0, 0.0, 0.0, 0.0, math.inf, 1.0)
+            elif opt == "rmsprop":
+                alpha = float(cfg["rmsprop_alpha"])
+                row = (0.0, 0.0, 1.0, 0.0, alpha, 1.0 - alpha, 1.0, float(cfg["eps"]))
+            else:
+                b1, b2 = float(cfg["beta1"]), float(cfg["beta2"])
+                self.adam[i], self.beta1[i], self.beta2[i] = True, b1, b2
+                row = (0.0, 1.0, 0.0, 1.0 - b1, b2, 1.0 - b2, 1.0, float(cfg["eps"]))
+            self.base[i, :8] = row
+            self.base[i, 8], self.base[i, 9] = float(cfg["weight_decay"]), float(cfg["l1"])
+        self.frozen = np.array([_FROZEN[c] for c in COLUMNS[:8]] + [0.0, 0.0])
+
+    def table(self, lrs: np.ndarray, steps: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
+        """``lrs``: each member's learning rate this epoch; ``steps``: its step count including this
+        step; ``active``: False freezes a member (no rows in this step)."""
+        t = self.base.copy()
+        steps = np.maximum(steps, 1).astype(np.float64)
+        # exactly torch's _single_tensor_adam: step_size = lr / bc1, denom = sqrt(v) / sqrt(bc2) + eps
+        bc1 = np.where(self.adam, 1.0 - self.beta1**steps, 1.0)
+        t[:, 0] = np.where(self.adam, lrs / bc1, lrs)
+        t[:, 6] = np.where(self.adam, np.sqrt(1.0 - self.beta2**steps), t[:, 6])
+        if active is not None and not active.all():
+            t[~active] = self.frozen
+        out = np.repeat(t, 2, axis=0)
+        out[0::2, 8:] = 0.0  # no weight decay or L1 on biases and batch-norm parameters
+        return out.astype(np.float32)
+
+
+def _update(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, code: torch.Tensor,
+            table: torch.Tensor) -> None:
+    t = table[code]  # [n, columns]
+    lr, a1, a2, a3, b1, b2, c, eps, wd, l1 = t.unbind(1)
+    g = G + l1 * torch.sign(P) + wd * P
+    m = a1 * M + a2 * g + a3 * (g - M)
+    v = b1 * V + b2 * (g * g)
+    P.copy_(P - lr * (m / (torch.sqrt(v) / c + eps)))
+    M.copy_(m)
+    V.copy_(v)
+
+
+_compiled = None
+
+
+def flat_update(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, code: torch.Tensor,
+                table: torch.Tensor) -> None:
+    """Apply one step in place. Compiled once per process (dynamic sizes); eager if compiling fails
+    or ``SHOAL_NO_COMPILE=1``."""
+    global _compiled
+    if _compiled is None:
+        _compiled = _update
+        if os.environ.get("SHOAL_NO_COMPILE", "") != "1":
+            try:
+                fn = torch.compile(_update, dynamic=True)
+                fn(P.clone(), G, M.clone(), V.clone(), code, table)  # probe on copies
+                _compiled = fn
+            except Exception:  # no C++ compiler, unsupported backend: eager is correct, only slower
+                _compiled = _update
+    with torch.no_grad():
+        _compiled(P, G, M, V, code, table)

@@ -1,0 +1,158 @@
+"""The command line: tune / show / best / space, experiment files, errors, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from shoal.cli import main
+from tests.conftest import subprocess_env
+
+
+def run_cli(monkeypatch, *args: str) -> int:
+    monkeypatch.setattr(sys, "argv", ["shoal", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+        raise SystemExit(0)
+    return exit_info.value.code
+
+
+SMALL = ["--data", "digits", "--preset", "mlp", "--epochs", "2", "-p", "width=32,64", "-p", "depth=1", "-q"]
+
+
+def test_tune_then_show_and_best(workdir, monkeypatch, capsys):
+    assert run_cli(monkeypatch, "tune", *SMALL, "--strategy", "random", "--trials", "3") == 0
+    out = capsys.readouterr().out
+    assert "best val_loss" in out and "digits-mlp" in out
+    study = optuna.load_study(study_name="digits-mlp", storage="sqlite:///shoal.db")
+    assert len(study.trials) == 3
+    assert {t.params["depth"] if "depth" in t.params else t.user_attrs["config"]["depth"] for t in study.trials} == {1}
+
+    assert run_cli(monkeypatch, "show") == 0
+    out = capsys.readouterr().out
+    assert "3 trials" in out and "3 complete" in out
+
+    assert run_cli(monkeypatch, "best", "--json") == 0
+    best = json.loads(capsys.readouterr().out)
+    assert best["trial"] == study.best_trial.number
+    assert best["value"] == pytest.approx(study.best_value)
+    assert best["config"]["width"] in (32, 64)
+
+
+def test_experiment_file_with_space_overrides(workdir, monkeypatch, capsys):
+    (workdir / "exp.toml").write_text(
+        """
+data = "digits"
+preset = "mlp"
+strategy = "qmc"
+trials = 3
+epochs = 2
+storage = "exp.db"
+study = "from-file"
+
+[space]
+optimizer = ["adam", "momentum"]
+batch_size = 128
+lr = { low = 1e-3, high = 1e-1 }
+width = 32
+depth = 1
+"""
+    )
+    # A flag on the command line wins over the file.
+    assert run_cli(monkeypatch, "tune", "exp.toml", "--trials", "4", "-q") == 0
+    study = optuna.load_study(study_name="from-file", storage="sqlite:///exp.db")
+    assert len(study.trials) == 4
+    for t in study.trials:
+        config = t.user_attrs["config"]
+        assert config["optimizer"] in ("adam", "momentum")
+        assert config["batch_size"] == 128 and "batch_size" not in t.params
+        assert 1e-3 <= config["lr"] <= 1e-1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--preset", "transformer"], "Unknown preset 'transformer'"),
+        (["--data", "missing.csv"], "not found"),
+        (["--data", "cifar"], "cifar"),
+        (["-p", "learning_rate=0.1"], "Unknown parameter 'learning_rate'"),
+        (["-p", "lr=0.5:0.1"], "low < high"),
+        (["-p", "lr"], "must look like name=value"),
+        (["--strategy", "annealing"], "Unknown strategy 'annealing'"),
+        (["missing.toml"], "Experiment file not found"),
+    ],
+)
+def test_each_error_path_prints_one_paragraph_and_exits_2(workdir, monkeypatch, capsys, args, message):
+    code = run_cli(monkeypatch, "tune", *args, "--trials", "1", "--epochs", "1", "-q")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in " ".join(err.split())
+    assert "Traceback" not in err
+    assert not (workdir / "shoal.db").exists()
+
+
+def test_error_in_a_real_process_has_no_traceback(workdir):
+    out = subprocess.run([sys.executable, "-m", "shoal", "tune", "--preset", "nope"], capture_output=True,
+                         text=True, env=subprocess_env(), cwd=workdir)
+    assert out.returncode == 2
+    assert "Unknown preset 'nope'" in out.stderr and "Traceback" not in out.stderr
+    assert not (workdir / "shoal.db").exists()
+
+
+def test_show_without_storage_is_a_clear_error(workdir, monkeypatch, capsys):
+    assert run_cli(monkeypatch, "show") == 2
+    assert "no shoal.db in this folder" in capsys.readouterr().err
+
+
+def test_space_command_prints_the_preset(monkeypatch, capsys):
+    assert run_cli(monkeypatch, "space", "--preset", "mlp", "-p", "lr=1e-3:1e-1") == 0
+    out = capsys.readouterr().out
+    assert "lr: float [0.001, 0.1] log" in out
+    assert "momentum: float [0.5, 0.99]  if optimizer=momentum" in out
+
+
+def _complete(db):
+    try:
+        study = optuna.load_study(study_name="digits-mlp", storage=f"sqlite:///{db}")
+    except KeyError:
+        return []
+    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+
+
+@pytest.mark.slow
+def test_killed_run_continues_where_it_stopped(workdir):
+    """SIGKILL mid-study, run the same command again: nothing lost, nothing repeated, budget kept."""
+    cmd = [sys.executable, "-m", "shoal", "tune", "--data", "digits", "--preset", "mlp", "--strategy", "tpe",
+           "--trials", "10", "--epochs", "4", "-p", "width=32:64:pow2", "-q", "--seed", "5"]
+    proc = subprocess.Popen(cmd, cwd=workdir, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(_complete(workdir / "shoal.db")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {t.number: t.params for t in _complete(workdir / "shoal.db")}
+    assert 3 <= len(before) < 10
+
+    subprocess.run(cmd, cwd=workdir, env=subprocess_env(), check=True, capture_output=True)
+    study = optuna.load_study(study_name="digits-mlp", storage=f"sqlite:///{workdir / 'shoal.db'}")
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 10
+    for number, params in before.items():  # what was recorded before the kill is still there
+        assert study.trials[number].params == params
+    interrupted = [t for t in trials if t.user_attrs.get("fail_reason") == "interrupted"]
+    for t in interrupted:  # each interrupted trial ran again with the same configuration
+        assert any(r.user_attrs.get("retry_of") == t.number and r.params == t.params for r in complete)
+    assert len(trials) == 10 + len(interrupted)
+
+    # The same command once more adds nothing.
+    subprocess.run(cmd, cwd=workdir, env=subprocess_env(), check=True, capture_output=True)
+    assert len(optuna.load_study(study_name="digits-mlp", storage="sqlite:///" + str(workdir / "shoal.db")).trials) == len(trials)
