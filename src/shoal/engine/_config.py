@@ -8,6 +8,7 @@ order of each epoch and the dropout random stream.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Mapping
 
 import numpy as np
@@ -16,6 +17,7 @@ from shoal._errors import ConfigError
 
 __all__ = [
     "DEFAULTS",
+    "batch_bounds",
     "FAMILIES",
     "METRICS",
     "dropout_rng",
@@ -84,7 +86,14 @@ METRICS = {"val_loss": "minimize", "val_acc": "maximize", "train_loss": "minimiz
 def normalize(config: Mapping[str, Any]) -> dict[str, Any]:
     """Fill defaults and validate a built-in model's config; unknown keys pass through untouched."""
     out = dict(DEFAULTS)
-    out.update(config)
+    for key, value in config.items():  # NumPy scalars (from arrays of configs) become plain Python
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            value = int(value)
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            value = float(value)
+        elif isinstance(value, np.bool_):
+            value = bool(value)
+        out[key] = value
     for key, allowed in _CHOICES.items():
         if out[key] not in allowed:
             raise ConfigError(
@@ -106,7 +115,23 @@ def normalize(config: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = v = int(v)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"The '{key}' parameter must be a positive integer. Got {v!r} instead.")
+    if out["kernel_size"] % 2 == 0:
+        raise ConfigError(
+            f"The 'kernel_size' parameter must be odd (3, 5, 7) so that convolutions keep the map size. "
+            f"Got {out['kernel_size']!r} instead."
+        )
     return out
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """The (start, end) of each batch of an epoch over ``n`` shuffled rows.
+
+    A last batch of a single row joins the batch before it: batch norm cannot normalize one row.
+    """
+    bounds = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
 
 
 def hidden_widths(config: Mapping[str, Any]) -> list[int]:

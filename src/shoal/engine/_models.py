@@ -42,7 +42,8 @@ def activation_fn(name: str):
 
 def init_weight(shape: Sequence[int], scheme: str, generator: torch.Generator) -> torch.Tensor:
     """A weight tensor in PyTorch layout (``[out, in, *kernel]``) drawn with ``scheme``."""
-    fan_out, fan_in = shape[0], int(np.prod(shape[1:]))
+    receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    fan_out, fan_in = shape[0] * receptive, int(np.prod(shape[1:]))
     if scheme == "normal":
         return torch.randn(*shape, generator=generator) * 0.01
     if scheme == "uniform":

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from shoal._errors import ConfigError, Diverged
-from shoal.engine._config import dropout_rng, epoch_order, lr_at, normalize
+from shoal.engine._config import batch_bounds, dropout_rng, epoch_order, lr_at, normalize
 from shoal.engine._models import build_model, set_dropout_rng
 
 if TYPE_CHECKING:
@@ -194,8 +194,8 @@ def train(
         model.train()
         loss_sum = torch.zeros((), device=data.X_train.device)
         correct = torch.zeros((), device=data.X_train.device, dtype=torch.long)
-        for i in range(0, n, bs):
-            idx = order[i : i + bs]
+        for lo, hi in batch_bounds(n, bs):
+            idx = order[lo:hi]
             xb, yb = data.X_train[idx], data.y_train[idx]
             out = model(xb)
             loss = data_loss(out, yb, data.task)

@@ -190,6 +190,8 @@ class Int(Param):
             )
         if self.step < 1:
             raise ConfigError(f"The step of parameter '{self.name}' must be >= 1. Got {self.step!r} instead.")
+        if self.log and self.step != 1:
+            raise ConfigError(f"The parameter '{self.name}' cannot have both log=true and a step.")
         if self.pow2 and not self.values():
             raise ConfigError(
                 f"The range [{self.low}, {self.high}] of power-of-two parameter '{self.name}' holds "

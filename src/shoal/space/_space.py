@@ -148,6 +148,8 @@ class Space:
             if kind is None:  # a Fixed parameter being opened up again: infer from the fields
                 kind = "categorical" if "choices" in fields else (
                     "int" if all(isinstance(fields.get(k, 0), int) for k in ("low", "high")) else "float")
+                if when is None:
+                    when = dict(old.when)
                 old = None
         classes = {"float": Float, "int": Int, "categorical": Categorical}
         if kind not in classes:
@@ -216,15 +218,13 @@ class Space:
 
 
 def parse_value(text: str) -> Any:
-    """Parse one CLI value: ``0.01``, ``64``, ``true``, ``none``, or a string."""
+    """Parse one CLI value: ``0.01``, ``64``, ``true``, or a string (``none`` stays the string)."""
     t = text.strip()
     low = t.lower()
     if low in ("true", "yes", "on"):
         return True
     if low in ("false", "no"):
         return False
-    if low in ("none", "null"):
-        return None
     try:
         return int(t)
     except ValueError:
