@@ -46,6 +46,9 @@ def tune(
     folds: Annotated[Optional[int], typer.Option(help="k-fold cross validation instead of one split.")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Early stopping: epochs without improvement.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="auto, population (many trials as one batched "
+                                                  "computation) or single (one model at a time).")] = None,
+    population: Annotated[Optional[int], typer.Option(help="Trials training at once in population mode.")] = None,
     grid_points: Annotated[Optional[int], typer.Option(help="Values per continuous parameter for grid.")] = None,
     target: Annotated[Optional[str], typer.Option(help="CSV target column (default: the last).")] = None,
     download: Annotated[bool, typer.Option("--download", help="Download MNIST files when missing.")] = False,
@@ -60,7 +63,7 @@ def tune(
 
     flags = dict(data=data, preset=preset, strategy=strategy, trials=trials, epochs=epochs, metric=metric,
                  storage=storage, study=study, seed=seed, pruner=pruner, val_fraction=val_fraction, folds=folds,
-                 patience=patience, device=device, grid_points=grid_points, target=target, timeout=timeout,
+                 patience=patience, device=device, engine=engine, population=population, grid_points=grid_points, target=target, timeout=timeout,
                  download=download or None)
     params = dict(parse_override(p) for p in (param or []))
     if params:

@@ -106,11 +106,22 @@ def prepare(dataset: Dataset, split: Split, *, scale: str = "standard") -> Prepa
         std = np.ones(dataset.input_shape)
     # Apply in float32 (what is stored), so that a float64 copy of a big image set never exists.
     mean, std = mean.astype(np.float32), std.astype(np.float32)
+    # A pixel that never varies in the training rows (a blank border) carries no information. Set it
+    # to exactly 0 after scaling: left at a constant it acts as a second bias, which batch norm
+    # cancels, and adaptive optimizers then amplify the rounding noise of its ~0 gradient.
+    constant = None
+    if keep and scale != "none":
+        constant = X_train.min(axis=0) == X_train.max(axis=0)
+        if not constant.any():
+            constant = None
 
     def x(idx: np.ndarray | None) -> np.ndarray | None:
         if idx is None:
             return None
-        return np.ascontiguousarray((dataset.X[idx] - mean) / std, dtype=np.float32)
+        out = np.ascontiguousarray((dataset.X[idx] - mean) / std, dtype=np.float32)
+        if constant is not None:
+            out[:, constant] = 0.0
+        return out
 
     y_mean = y_std = None
     if dataset.task == "regression":

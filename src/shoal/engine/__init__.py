@@ -24,3 +24,8 @@ __all__ = [
     "resolve_device",
     "train",
 ]
+
+from shoal.engine._packer import PeakMemory, capacity, group_key, member_bytes  # noqa: E402
+from shoal.engine._population import Population  # noqa: E402
+
+__all__ += ["PeakMemory", "Population", "capacity", "group_key", "member_bytes"]

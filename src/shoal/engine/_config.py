@@ -18,6 +18,7 @@ from shoal._errors import ConfigError
 __all__ = [
     "DEFAULTS",
     "batch_bounds",
+    "diverged",
     "FAMILIES",
     "METRICS",
     "dropout_rng",
@@ -152,6 +153,19 @@ def lr_at(config: Mapping[str, Any], epoch: int, epochs: int) -> float:
     if decay == "cosine":
         return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
     return lr
+
+
+EXPLODED = 1e4  # a loss this large has diverged (losses are on standardized targets or cross entropy)
+
+
+def diverged(train_loss: float, val_loss: float) -> bool:
+    """Whether an epoch's losses show divergence: NaN, infinite, or exploded past ``EXPLODED``.
+
+    Cross entropy of a uniform guess is log(classes) (2.3 for 10) and targets of regression are
+    standardized, so a loss of 1e4 means the weights have blown up, even where ReLU units died
+    before the loss could become NaN.
+    """
+    return not all(math.isfinite(v) and v < EXPLODED for v in (train_loss, val_loss))
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:

@@ -4,6 +4,8 @@ MLP: ``[linear -> (bn) -> activation -> (bn) -> dropout] x depth -> linear``.
 CNN: ``[conv -> (bn) -> activation -> (bn) -> 2x2 max-pool] x conv_layers -> flatten ->
 linear -> (bn) -> activation -> (bn) -> dropout -> linear``.
 
+A layer followed by batch norm "before" the activation keeps its bias at zero, untrained.
+
 Initialization (weights; biases start at zero, batch-norm scales at one):
 ``normal`` N(0, 0.01^2), the classic "small random numbers"; ``uniform`` U(-1/sqrt(fan_in),
 1/sqrt(fan_in)); ``xavier`` Glorot uniform; ``he`` Kaiming normal (fan_in, gain sqrt(2)).
@@ -81,6 +83,12 @@ class _Block(nn.Module):
         self.layer = layer
         self.bn_mode = config["batch_norm"]
         self.bn = (nn.BatchNorm2d if conv else nn.BatchNorm1d)(features) if self.bn_mode != "off" else None
+        if self.bn_mode == "before":
+            # Batch norm right after the layer cancels its bias: its true gradient is 0, and Adam or
+            # RMSprop would turn the rounding noise of that 0 into full learning-rate steps. The bias
+            # stays at zero, untrained (the standard practice of bias=False, in a form the
+            # population engine's stacked buffers share).
+            layer.bias.requires_grad_(False)
         self.act = activation_fn(config["activation"])
         self.pool = conv
         self.dropout = None if conv else _Dropout(config["dropout"])

@@ -74,12 +74,11 @@ class Coefficients:
 
 def _update(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, code: torch.Tensor,
             table: torch.Tensor) -> None:
-    t = table[code]  # [n, columns]
-    lr, a1, a2, a3, b1, b2, c, eps, wd, l1 = t.unbind(1)
-    g = G + l1 * torch.sign(P) + wd * P
-    m = a1 * M + a2 * g + a3 * (g - M)
-    v = b1 * V + b2 * (g * g)
-    P.copy_(P - lr * (m / (torch.sqrt(v) / c + eps)))
+    col = {name: table[:, j][code] for j, name in enumerate(COLUMNS)}  # fused away when compiled
+    g = G + col["l1"] * torch.sign(P) + col["wd"] * P
+    m = col["a1"] * M + col["a2"] * g + col["a3"] * (g - M)
+    v = col["b1"] * V + col["b2"] * (g * g)
+    P.copy_(P - col["lr"] * (m / (torch.sqrt(v) / col["c"] + col["eps"])))
     M.copy_(m)
     V.copy_(v)
 

@@ -17,7 +17,7 @@ from shoal.study._strategies import check_pruner, check_strategy
 __all__ = ["Experiment", "load_experiment", "resolve_storage"]
 
 METRIC_DIRECTIONS = {"val_loss": "minimize", "val_acc": "maximize"}
-ENGINES = ("single",)
+ENGINES = ("auto", "population", "single")
 
 
 @dataclass
@@ -44,7 +44,8 @@ class Experiment:
     folds: int | None = None
     patience: int | None = None
     device: str = "auto"
-    engine: str = "single"
+    engine: str = "auto"
+    population: int | None = None
     grid_points: int = 3
     target: str | None = None
     download: bool = False
@@ -82,12 +83,10 @@ class Experiment:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f"The '{name}' setting must be an integer >= {low}. Got {v!r} instead.")
-        for name in ("folds", "patience"):
+        for name, low in (("folds", 2), ("patience", 1), ("population", 1)):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (2 if name == "folds" else 1)):
-                raise ConfigError(
-                    f"The '{name}' setting must be an integer >= {2 if name == 'folds' else 1}. Got {v!r} instead."
-                )
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+                raise ConfigError(f"The '{name}' setting must be an integer >= {low}. Got {v!r} instead.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"The 'seed' setting must be a non-negative integer. Got {self.seed!r} instead.")
         if not (0.0 < float(self.val_fraction) < 1.0):
@@ -103,6 +102,14 @@ class Experiment:
             raise ConfigError(f"The 'timeout' setting must be a positive number of seconds. Got {self.timeout!r}.")
         if not isinstance(self.params, Mapping):
             raise ConfigError(f"The 'params' (or [space]) section must be a table. Got {self.params!r} instead.")
+
+    def resolved_engine(self, device: str) -> str:
+        """``auto`` trains populations, except CNNs on a CPU, where batching was measured slower."""
+        if self.engine != "auto":
+            return self.engine
+        if self.preset == "cnn" and not str(device).startswith("cuda"):
+            return "single"
+        return "population"
 
     def space(self):
         """The preset space with this experiment's overrides applied."""

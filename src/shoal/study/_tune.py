@@ -104,12 +104,15 @@ def tune(
             "or pick the other metric."
         )
     from shoal.study._builtin import prepare_data, run_builtin
+    from shoal.study._caviar import run_caviar
 
     # Everything that can fail on user input runs before the storage is touched.
     tuned_space = space.copy().update(exp.params) if space is not None else exp.space()
     data = prepare_data(exp)
-    return _run(exp, tuned_space, exp.direction, exp.metric, lambda runner: run_builtin(runner, exp, data),
-                progress, console, attrs={"data": data.description, "device": data.device})
+    engine = exp.resolved_engine(data.device)
+    body = run_caviar if engine == "population" else run_builtin
+    return _run(exp, tuned_space, exp.direction, exp.metric, lambda runner: body(runner, exp, data),
+                progress, console, attrs={"data": data.description, "device": data.device, "engine": engine})
 
 
 def _tune_objective(objective, space, exp, direction, progress, console) -> TuneResult:

@@ -1,0 +1,227 @@
+"""Throughput: the same N configs of the MLP preset, 10 epochs each, trained three ways.
+
+(a) the way an Optuna user does it: an Optuna study whose objective builds a plain nn.Module and
+    a torch.optim optimizer, two worker processes of one thread each (each takes half the configs);
+(b) shoal's single-model engine, one config after another (torch's default threads);
+(c) shoal's population engine: one population per batch size, every member at once.
+
+Prints configs/s, useful GFLOP/s (matrix-product FLOPs of forward + backward: 6 * rows *
+sum(fan_in * fan_out) per epoch) and its share of this machine's measured 2-thread sgemm rate;
+last, ``speedup vs optuna: X.XXx``.
+
+    python benchmarks/throughput.py --quick
+    python benchmarks/throughput.py
+    python benchmarks/throughput.py --data mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import time
+from collections import defaultdict
+
+import numpy as np
+
+MNIST = "mnist:/work/shared/data/mnist-10k"
+
+
+def sample_configs(n: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """N configs, and the raw Optuna params that reproduce them (for enqueue_trial)."""
+    import optuna
+
+    from shoal.space import preset
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = preset("mlp")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    trials = [study.ask() for _ in range(n)]
+    cfgs = [space.sample(t) for t in trials]
+    return cfgs, [dict(t.params) for t in trials]
+
+
+def load(name: str):
+    from shoal.data import load_dataset, prepare, train_val_split
+
+    ds = load_dataset(MNIST if name == "mnist" else "digits")
+    return prepare(ds, train_val_split(ds, val_fraction=0.2, seed=0))
+
+
+def matmul_flops(cfg: dict, n_in: int, n_out: int) -> float:
+    from shoal.engine import hidden_widths, normalize
+
+    widths = [n_in] + hidden_widths(normalize(cfg)) + [n_out]
+    return float(sum(a * b for a, b in zip(widths[:-1], widths[1:])))
+
+
+# ---------------------------------------------------------------------- (a) the Optuna user's way
+def _plain_model(cfg: dict, n_in: int, n_out: int):
+    from torch import nn
+
+    from shoal.engine import hidden_widths, normalize
+
+    c = normalize(cfg)
+    acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU,
+            "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
+    layers, w = [nn.Flatten()], n_in
+    for h in hidden_widths(c):
+        layers.append(nn.Linear(w, h))
+        if c["batch_norm"] == "before":
+            layers.append(nn.BatchNorm1d(h))
+        layers.append(acts[c["activation"]]())
+        if c["batch_norm"] == "after":
+            layers.append(nn.BatchNorm1d(h))
+        layers.append(nn.Dropout(c["dropout"]))
+        w = h
+    layers.append(nn.Linear(w, n_out))
+    return nn.Sequential(*layers), c
+
+
+def _optuna_worker(args) -> int:
+    cfgs, data_name, epochs = args  # raw Optuna params of each trial
+    import optuna
+    import torch
+    import torch.nn.functional as F
+
+    from shoal.space import preset
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    p = load(data_name)
+    X, y = torch.from_numpy(p.X_train).flatten(1), torch.from_numpy(p.y_train)
+    Xv, yv = torch.from_numpy(p.X_val).flatten(1), torch.from_numpy(p.y_val)
+    space = preset("mlp")
+
+    def objective(trial):
+        model, c = _plain_model(space.sample(trial), X.shape[1], p.n_outputs)
+        lr, wd = c["lr"], c["weight_decay"]
+        opt = {"sgd": lambda: torch.optim.SGD(model.parameters(), lr, weight_decay=wd),
+               "momentum": lambda: torch.optim.SGD(model.parameters(), lr, momentum=c["momentum"], weight_decay=wd),
+               "rmsprop": lambda: torch.optim.RMSprop(model.parameters(), lr, alpha=c["rmsprop_alpha"],
+                                                      eps=c["eps"], weight_decay=wd),
+               "adam": lambda: torch.optim.Adam(model.parameters(), lr, betas=(c["beta1"], c["beta2"]),
+                                                eps=c["eps"], weight_decay=wd)}[c["optimizer"]]()
+        bs = c["batch_size"]
+        for _ in range(epochs):
+            model.train()
+            for idx in torch.randperm(X.shape[0]).split(bs):
+                loss = F.cross_entropy(model(X[idx]), y[idx])
+                if c["l1"] > 0:
+                    loss = loss + c["l1"] * sum(q.abs().sum() for q in model.parameters() if q.dim() > 1)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            model.eval()
+            with torch.no_grad():
+                val = F.cross_entropy(model(Xv), yv).item()
+        return val
+
+    study = optuna.create_study()
+    for cfg in cfgs:
+        study.enqueue_trial(cfg, skip_if_exists=False)
+    study.optimize(objective, n_trials=len(cfgs))
+    return len(cfgs)
+
+
+def run_optuna(cfgs, data_name, epochs, workers=2) -> float:
+    parts = [(cfgs[i::workers], data_name, epochs) for i in range(workers)]
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        start = time.perf_counter()
+        pool.map(_optuna_worker, parts)
+        return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------- (b) and (c)
+def run_single(cfgs, data, epochs) -> float:
+    from shoal._errors import Diverged
+    from shoal.engine import train
+
+    start = time.perf_counter()
+    for i, cfg in enumerate(cfgs):
+        try:
+            train(cfg, data, epochs=epochs, seed=i)
+        except Diverged:
+            pass
+    return time.perf_counter() - start
+
+
+def run_population(cfgs, data, epochs) -> tuple[float, dict]:
+    from shoal.engine._packer import group_key
+    from shoal.engine._population import Population
+
+    groups = defaultdict(list)
+    for i, cfg in enumerate(cfgs):
+        groups[group_key(cfg, "mlp")].append((i, cfg))
+    start = time.perf_counter()
+    info = {}
+    for (_, bs), members in sorted(groups.items()):
+        t = time.perf_counter()
+        pop = Population("mlp", data.input_shape, data.n_outputs, data.task, batch_size=bs)
+        for i, cfg in members:
+            pop.add(i, cfg, seed=i, data=data, epochs=epochs)
+        for _ in range(epochs):
+            pop.run_epoch()
+        info[bs] = (len(members), time.perf_counter() - t)
+    return time.perf_counter() - start, info
+
+
+def sgemm_rate(threads=2, n=2048, reps=10) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b)
+    return 2.0 * n**3 * reps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer configs: under 2 minutes")
+    ap.add_argument("--data", choices=["digits", "mnist"], default="digits")
+    ap.add_argument("--n", type=int, default=None, help="configs (default 24 quick, 96 full)")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-single", action="store_true", help="skip (b)")
+    args = ap.parse_args()
+    n = args.n or (24 if args.quick else 96)
+
+    import torch
+
+    from shoal.engine import TensorData
+    from shoal.engine._pop_optim import flat_update  # noqa: F401  (imported before timing)
+
+    cfgs, params = sample_configs(n, args.seed)
+    p = load(args.data)
+    data = TensorData.from_prepared(p)
+    n_in = int(np.prod(data.input_shape))
+    flops = sum(6.0 * data.n_train * args.epochs * matmul_flops(c, n_in, data.n_outputs) for c in cfgs)
+    peak = sgemm_rate(2)
+    print(f"{n} configs from the mlp preset on {args.data} ({data.n_train} train rows), {args.epochs} epochs; "
+          f"torch {torch.__version__}; 2-thread sgemm {peak / 1e9:.1f} GFLOP/s")
+
+    def line(name, seconds):
+        rate = flops / seconds
+        print(f"{name:<28} {seconds:8.1f} s  {n / seconds:7.2f} configs/s  {rate / 1e9:6.1f} GFLOP/s  "
+              f"{100 * rate / peak:5.1f}% of peak")
+
+    t_a = run_optuna(params, args.data, args.epochs)
+    line("(a) optuna, 2 processes", t_a)
+    torch.set_num_threads(2)
+    warm = time.perf_counter()
+    run_population(cfgs[:1], data, 1)  # torch.compile of the optimizer step: once per process
+    print(f"    (population warm-up incl. torch.compile: {time.perf_counter() - warm:.1f} s, not counted)")
+    if not args.skip_single:
+        line("(b) shoal single engine", run_single(cfgs, data, args.epochs))
+    t_c, info = run_population(cfgs, data, args.epochs)
+    line("(c) shoal population", t_c)
+    print("    populations (batch size: members, seconds): "
+          + ", ".join(f"{bs}: {k}, {s:.1f}" for bs, (k, s) in info.items()))
+    print(f"speedup vs optuna: {t_a / t_c:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

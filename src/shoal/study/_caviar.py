@@ -1,0 +1,176 @@
+"""Caviar mode inside a study: trials train as members of populations, slots refilled at once.
+
+Populations are keyed by what cannot mix in one batched computation (batch size, model family).
+Each round, every live population trains one epoch; each member's record goes to its own Optuna
+trial; a member that is pruned, finishes or diverges leaves, and its slot is refilled from the
+strategy before the next round. With k-fold, a trial is k members (one per fold) and reports the
+mean over its folds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from shoal._errors import ConfigError
+
+if TYPE_CHECKING:
+    from shoal.study._builtin import PreparedData
+    from shoal.study._experiment import Experiment
+    from shoal.study._runner import Job, StudyRunner
+
+__all__ = ["default_population_size", "run_caviar"]
+
+log = logging.getLogger("shoal")
+
+MODEL_BASED = ("tpe", "gp", "cmaes")
+
+
+def default_population_size(exp: Experiment) -> int:
+    """How many trials train at once when the user gives no ``population``.
+
+    Model-based strategies learn from finished trials, so they get at least three waves of
+    feedback (TPE's first 10 trials are random anyway); the others fill the device.
+    """
+    if exp.population:
+        return int(exp.population)
+    if exp.strategy in MODEL_BASED:
+        return max(8, math.ceil(exp.trials / 3))
+    return 128
+
+
+@dataclass
+class _Running:
+    job: Job
+    cfg: dict[str, Any]
+    folds: int
+    histories: list[list] = field(default_factory=list)  # per fold: list of EpochRecord
+    best: float = math.inf
+    since_best: int = 0
+
+    def __post_init__(self) -> None:
+        self.histories = [[] for _ in range(self.folds)]
+
+
+def _attrs(state: _Running, device: str) -> dict[str, Any]:
+    n = min(len(h) for h in state.histories)
+    curves: dict[str, Any] = {}
+    for name in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"):
+        rows = [[getattr(r, name) for r in h[:n]] for h in state.histories]
+        if any(v is None for row in rows for v in row):
+            continue
+        curves[name] = [float(x) for x in np.mean(np.array(rows, dtype=float), axis=0)] if n else []
+    attrs: dict[str, Any] = {"curves": curves, "epochs_run": n, "device": device, "engine": "population"}
+    if state.folds > 1:
+        attrs["fold_val_loss"] = [h[n - 1].val_loss for h in state.histories] if n else []
+    if curves.get("train_loss") and curves.get("val_loss"):
+        attrs["gap"] = curves["val_loss"][-1] - curves["train_loss"][-1]
+    return attrs
+
+
+def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:
+    """Train a study's trials as populations until the budget is spent."""
+    from shoal.engine import normalize
+    from shoal.engine._config import diverged
+    from shoal.engine._population import Population
+    from shoal.engine._packer import group_key
+
+    family = exp.preset
+    fold0 = data.folds[0]
+    size = default_population_size(exp)
+    populations: dict[Any, Population] = {}
+    running: dict[int, _Running] = {}
+
+    def leave(number: int) -> None:
+        state = running.pop(number)
+        for k in range(state.folds):
+            for pop in populations.values():
+                if (number, k) in pop.keys():
+                    pop.remove((number, k))
+
+    def fill() -> None:
+        while len(running) < size:
+            job = runner.ask()
+            if job is None:
+                return
+            try:
+                cfg = normalize(job.config)
+            except ConfigError as exc:
+                runner.fail(job, str(exc))
+                continue
+            key = group_key(cfg, family)
+            if key not in populations:
+                populations[key] = Population(family=family, input_shape=fold0.input_shape,
+                                              n_outputs=fold0.n_outputs, task=fold0.task,
+                                              batch_size=int(cfg["batch_size"]), device=data.device)
+            state = _Running(job, cfg, len(data.folds))
+            running[job.number] = state
+            for k, fold in enumerate(data.folds):
+                populations[key].add((job.number, k), cfg, job.seed + k, fold, exp.epochs)
+
+    def handle(number: int) -> None:
+        """All folds of trial ``number`` have a new epoch: report, then continue, stop or fail."""
+        state = running[number]
+        epoch = min(len(h) for h in state.histories)
+        last = [h[epoch - 1] for h in state.histories]
+        job = state.job
+        if any(diverged(r.train_loss, r.val_loss) for r in last):
+            r = next(r for r in last if diverged(r.train_loss, r.val_loss))
+            attrs = _attrs(state, data.device)
+            leave(number)
+            runner.fail(job, f"training diverged at epoch {epoch}: train loss {r.train_loss}, validation loss "
+                             f"{r.val_loss} (learning rate {r.lr:.3g}); try a smaller learning rate", attrs)
+            return
+        value = float(np.mean([getattr(r, exp.metric) for r in last]))
+        if runner.report(job, epoch, value):
+            attrs = _attrs(state, data.device)
+            leave(number)
+            runner.prune(job, attrs)
+            return
+        val_loss = float(np.mean([r.val_loss for r in last]))
+        if val_loss < state.best - 1e-12:
+            state.best, state.since_best = val_loss, 0
+        else:
+            state.since_best += 1
+        done = epoch >= exp.epochs or (exp.patience is not None and state.since_best >= exp.patience)
+        if done:
+            attrs = _attrs(state, data.device)
+            leave(number)
+            runner.complete(job, value, attrs)
+
+    try:
+        fill()
+        while running:
+            for key in list(populations):
+                pop = populations[key]
+                if len(pop) == 0:
+                    del populations[key]
+                    continue
+                try:
+                    records = pop.run_epoch()
+                except Exception as exc:  # the whole population failed: fail its trials, go on
+                    numbers = {n for n, _ in pop.keys()}
+                    del populations[key]
+                    for n in numbers:
+                        state = running.pop(n)
+                        runner.fail(state.job, f"{type(exc).__name__}: {exc}",
+                                    {"traceback": traceback.format_exc()[-4000:]})
+                    continue
+                ready = set()
+                for (number, k), record in records.items():
+                    running[number].histories[k].append(record)
+                    ready.add(number)
+                for number in sorted(ready):
+                    state = running.get(number)
+                    if state is not None and len({len(h) for h in state.histories}) == 1:
+                        handle(number)
+            fill()
+    except KeyboardInterrupt:
+        for state in list(running.values()):
+            runner.interrupt(state.job)
+        raise

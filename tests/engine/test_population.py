@@ -1,0 +1,236 @@
+"""Member k of a population computes what the single-model engine computes: tested member by member.
+
+One heterogeneous population holds every case below at once (so mixing them is tested too); each
+case is then compared with its own ``shoal.engine.train`` run, epoch by epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from shoal.data import load_dataset, prepare, train_val_split
+from shoal.engine import TensorData, train
+from shoal.engine._population import Population
+
+EPOCHS = 3
+TOL = 1e-4
+# Some trajectories amplify rounding: a parameter whose true gradient is ~0 gets float32 noise as
+# gradient, which Adam and RMSprop scale up to steps of +-lr; a ReLU unit near its kink flips. For
+# those, the single engine itself moves when its initial weights are scaled by (1 + 1e-7), or when
+# it runs on 2 threads instead of 1. Each case is compared at TOL plus twice the reference's own
+# spread under those two rounding-size changes (< 1e-6 for well-posed cases): the population must
+# match the single engine as closely as the single engine matches itself.
+BASE = {"width": 32, "depth": 2, "lr": 3e-3, "optimizer": "adam"}
+
+MLP_CASES = {
+    "sgd": {"optimizer": "sgd", "lr": 0.05},
+    "momentum": {"optimizer": "momentum", "lr": 0.01, "momentum": 0.8},
+    "momentum_high": {"optimizer": "momentum", "lr": 0.005, "momentum": 0.97},
+    "rmsprop": {"optimizer": "rmsprop", "lr": 1e-3, "rmsprop_alpha": 0.9, "eps": 1e-7},
+    "adam_betas": {"optimizer": "adam", "beta1": 0.8, "beta2": 0.95, "eps": 1e-6},
+    "adam_default": {},
+    "l2": {"weight_decay": 1e-2},
+    "l2_sgd": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-3},
+    "l1": {"l1": 1e-3},
+    "dropout": {"dropout": 0.3},
+    "dropout_high": {"dropout": 0.5, "optimizer": "momentum", "lr": 0.01},
+    "init_normal": {"init": "normal"},
+    "init_uniform": {"init": "uniform"},
+    "init_xavier": {"init": "xavier"},
+    "init_he": {"init": "he"},
+    "wide": {"width": 64},
+    "deep": {"depth": 4},
+    "shallow": {"depth": 1},
+    "taper": {"width": 64, "depth": 3, "shape": "taper"},
+    **{f"act_{a}": {"activation": a} for a in ("relu", "tanh", "sigmoid", "leaky_relu", "elu", "gelu", "silu")},
+    "bn_before": {"batch_norm": "before", "optimizer": "momentum", "lr": 0.01},
+    "bn_before_adam": {"batch_norm": "before"},
+    "bn_before_rmsprop": {"batch_norm": "before", "optimizer": "rmsprop", "lr": 1e-3},
+    "bn_after": {"batch_norm": "after", "activation": "tanh"},
+    "bn_before_sgd": {"batch_norm": "before", "optimizer": "sgd", "lr": 0.05, "dropout": 0.2},
+    "bn_after_rmsprop": {"batch_norm": "after", "optimizer": "rmsprop", "lr": 1e-3},
+    "decay_step": {"lr_decay": "step", "step_size": 1, "step_gamma": 0.5},
+    "decay_exponential": {"lr_decay": "exponential", "exp_gamma": 0.8},
+    "decay_cosine": {"lr_decay": "cosine"},
+    "everything": {"optimizer": "momentum", "lr": 0.02, "weight_decay": 1e-3, "l1": 1e-4, "dropout": 0.25,
+                   "init": "xavier", "width": 64, "depth": 3, "shape": "taper", "activation": "elu",
+                   "batch_norm": "after", "lr_decay": "cosine"},
+}
+CNN_CASES = {
+    "cnn_adam": {"channels": 4, "conv_layers": 2, "width": 32},
+    "cnn_bn_dropout": {"channels": 4, "conv_layers": 1, "width": 16, "batch_norm": "before", "dropout": 0.3,
+                       "optimizer": "momentum", "lr": 0.01},
+    "cnn_k5_tanh": {"channels": 8, "conv_layers": 2, "kernel_size": 5, "width": 16, "activation": "tanh",
+                    "batch_norm": "after", "optimizer": "rmsprop", "lr": 1e-3},
+}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = load_dataset("digits")
+    return ds, TensorData.from_prepared(prepare(ds, train_val_split(ds, val_fraction=0.2, seed=0)))
+
+
+def _cfg(case: dict) -> dict:
+    return {**BASE, **case}
+
+
+def _run(family: str, cases: dict, data: TensorData, epochs: int = EPOCHS) -> dict:
+    pop = Population(family, data.input_shape, data.n_outputs, data.task, batch_size=64)
+    for i, (name, case) in enumerate(cases.items()):
+        pop.add(name, _cfg(case), seed=i, data=data, epochs=epochs)
+    return _finish(pop, epochs)
+
+
+def _finish(pop: Population, epochs: int) -> dict:
+    curves: dict = {k: [] for k in pop.keys()}
+    for _ in range(epochs):
+        for k, r in pop.run_epoch().items():
+            curves[k].append(r)
+    return curves
+
+
+@pytest.fixture(scope="module")
+def mlp_curves(digits):
+    return _run("mlp", MLP_CASES, digits[1])
+
+
+@pytest.fixture(scope="module")
+def cnn_curves(digits):
+    return _run("cnn", CNN_CASES, digits[1])
+
+
+def _reference(config, data, seed, family, epochs):
+    import torch
+
+    import shoal.engine._single as single
+
+    threads = torch.get_num_threads()
+    runs = []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        runs.append(train(config, data, family=family, epochs=epochs, seed=seed).epochs)
+    torch.set_num_threads(threads)
+    build = single.build_model
+
+    def nudged(*args, **kwargs):
+        model = build(*args, **kwargs)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1 + 1e-7)
+        return model
+
+    single.build_model = nudged
+    try:
+        runs.append(train(config, data, family=family, epochs=epochs, seed=seed).epochs)
+    finally:
+        single.build_model = build
+    spread = max(abs(a.val_loss - b.val_loss) for run in runs[1:] for a, b in zip(runs[0], run))
+    return runs[0], spread
+
+
+def _assert_same(records, config, data, seed, family="mlp", epochs=EPOCHS):
+    ref, spread = _reference(config, data, seed, family, epochs)
+    tol = TOL + 2 * spread
+    assert len(records) == len(ref)
+    for got, want in zip(records, ref):
+        assert got.epoch == want.epoch and got.lr == pytest.approx(want.lr, rel=1e-12)
+        assert abs(got.val_loss - want.val_loss) < tol, (got.epoch, got.val_loss, want.val_loss, spread)
+        assert abs(got.train_loss - want.train_loss) < tol
+        if spread < 1e-5:
+            assert got.val_acc == pytest.approx(want.val_acc, abs=2.0 / data.y_val.shape[0])
+
+
+
+
+@pytest.mark.parametrize("name", list(MLP_CASES))
+def test_mlp_member_matches_single_engine(name, mlp_curves, digits):
+    seed = list(MLP_CASES).index(name)
+    _assert_same(mlp_curves[name], _cfg(MLP_CASES[name]), digits[1], seed)
+
+
+@pytest.mark.parametrize("name", list(CNN_CASES))
+def test_cnn_member_matches_single_engine(name, cnn_curves, digits):
+    seed = list(CNN_CASES).index(name)
+    _assert_same(cnn_curves[name], _cfg(CNN_CASES[name]), digits[1], seed, family="cnn")
+
+
+def test_member_joining_late_matches_its_own_run(digits):
+    data = digits[1]
+    pop = Population("mlp", data.input_shape, data.n_outputs, data.task, batch_size=64)
+    pop.add("early", _cfg({"dropout": 0.2}), seed=1, data=data, epochs=5)
+    pop.run_epoch(), pop.run_epoch()
+    pop.add("late", _cfg({"width": 64, "optimizer": "momentum", "lr": 0.01}), seed=2, data=data, epochs=3)
+    assert pop.epoch_of("early") == 2 and pop.epoch_of("late") == 0
+    curves = _finish(pop, 3)
+    _assert_same(curves["late"], _cfg({"width": 64, "optimizer": "momentum", "lr": 0.01}), data, 2)
+    ref, spread = _reference(_cfg({"dropout": 0.2}), data, 1, "mlp", 5)
+    assert [r.epoch for r in curves["early"]] == [3, 4, 5]
+    assert max(abs(a.val_loss - b.val_loss) for a, b in zip(curves["early"], ref[2:])) < TOL + 2 * spread
+    pop.remove("early")
+    assert pop.keys() == ["late"] and len(pop) == 1
+
+
+def test_members_with_different_folds(digits):
+    from shoal.data import kfold_splits
+
+    ds = digits[0]
+    folds = [TensorData.from_prepared(prepare(ds, s)) for s in list(kfold_splits(ds, k=3, seed=0))[:2]]
+    folds.append(TensorData.from_prepared(prepare(ds, train_val_split(ds, val_fraction=0.35, seed=1))))
+    assert len({f.n_train for f in folds}) > 1
+    data = folds[0]
+    pop = Population("mlp", data.input_shape, data.n_outputs, data.task, batch_size=64)
+    cfgs = [_cfg({"batch_norm": "before", "optimizer": "sgd", "lr": 0.05}), _cfg({"dropout": 0.3}), _cfg({"optimizer": "sgd", "lr": 0.05})]
+    for i, (cfg, fold) in enumerate(zip(cfgs, folds)):
+        pop.add(i, cfg, seed=i, data=fold, epochs=EPOCHS)
+    curves = _finish(pop, EPOCHS)
+    for i, (cfg, fold) in enumerate(zip(cfgs, folds)):
+        _assert_same(curves[i], cfg, fold, i)
+
+
+def test_diverging_member_does_not_poison_others(digits):
+    data = digits[1]
+    pop = Population("mlp", data.input_shape, data.n_outputs, data.task, batch_size=64)
+    pop.add("bad", _cfg({"optimizer": "sgd", "lr": 1e5}), seed=0, data=data, epochs=EPOCHS)
+    pop.add("good", _cfg({}), seed=1, data=data, epochs=EPOCHS)
+    pop.add("good_bn", _cfg({"batch_norm": "before", "optimizer": "sgd", "lr": 0.05}), seed=2, data=data,
+            epochs=EPOCHS)
+    curves = _finish(pop, EPOCHS)
+    assert not math.isfinite(curves["bad"][-1].val_loss) or not math.isfinite(curves["bad"][-1].train_loss)
+    _assert_same(curves["good"], _cfg({}), data, 1)
+    _assert_same(curves["good_bn"], _cfg({"batch_norm": "before", "optimizer": "sgd", "lr": 0.05}), data, 2)
+
+
+def test_regression_member_matches(digits):
+    ds = digits[0]
+    X = ds.X.reshape(len(ds), -1)
+    rng = np.random.default_rng(0)
+    from shoal.data._prepare import Prepared
+
+    y = (X[:, :8].sum(1) + rng.normal(size=len(ds))).astype(np.float32)
+    prep = Prepared(X[:1400], y[:1400], X[1400:], y[1400:], None, None, (64,), 1, "regression",
+                    "none", np.zeros(64), np.ones(64))
+    data = TensorData.from_prepared(prep)
+    pop = Population("mlp", data.input_shape, 1, "regression", batch_size=64)
+    pop.add(0, _cfg({"lr": 1e-3, "batch_norm": "after"}), seed=0, data=data, epochs=EPOCHS)
+    curves = _finish(pop, EPOCHS)
+    ref = train(_cfg({"lr": 1e-3, "batch_norm": "after"}), data, epochs=EPOCHS, seed=0).epochs
+    for got, want in zip(curves[0], ref):
+        assert abs(got.val_loss - want.val_loss) < TOL * max(1.0, abs(want.val_loss))
+        assert got.val_acc is None and got.train_acc is None
+
+
+def test_population_rejects_a_different_batch_size(digits):
+    from shoal._errors import ConfigError
+
+    data = digits[1]
+    pop = Population("mlp", data.input_shape, data.n_outputs, data.task, batch_size=64)
+    with pytest.raises(ConfigError, match="'batch_size' of member 'x' must be the population's 64"):
+        pop.add("x", {"batch_size": 32}, seed=0, data=data, epochs=1)
+    pop.add("x", {}, seed=0, data=data, epochs=1)
+    with pytest.raises(ConfigError, match="already has a member 'x'"):
+        pop.add("x", {}, seed=0, data=data, epochs=1)
+    assert pop.run_epoch().keys() == {"x"}

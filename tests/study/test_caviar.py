@@ -1,0 +1,88 @@
+"""Studies on the population engine: same records as the single engine, slots refilled, failures isolated."""
+
+from __future__ import annotations
+
+import pytest
+from optuna.trial import TrialState
+
+import shoal
+from shoal.study._caviar import default_population_size
+from shoal.study import make_experiment
+
+SMALL = {"width": [32, 64], "depth": [1, 2], "batch_size": [64, 128]}
+
+
+def test_population_study_matches_single_engine_trial_by_trial(workdir):
+    """Same seed, same configs: each trial's curve is the same whichever engine trained it."""
+    runs = {}
+    for engine in ("single", "population"):
+        result = shoal.tune(data="digits", preset="mlp", strategy="random", trials=6, epochs=3, seed=4,
+                            engine=engine, storage=f"{engine}.db", progress=False, params=SMALL)
+        runs[engine] = {t.number: t for t in result.study.trials}
+        assert {t.user_attrs["engine"] for t in result.study.trials} == {engine}
+    assert sorted(runs["single"]) == sorted(runs["population"])
+    for number, single in runs["single"].items():
+        member = runs["population"][number]
+        assert member.params == single.params
+        assert member.state == single.state == TrialState.COMPLETE
+        for a, b in zip(single.user_attrs["curves"]["val_loss"], member.user_attrs["curves"]["val_loss"]):
+            assert a == pytest.approx(b, abs=1e-4)
+        assert sorted(member.intermediate_values) == [1, 2, 3]
+
+
+def test_slots_are_refilled_until_the_budget_is_spent(workdir):
+    # 10 trials through 3 slots: the study must still run exactly 10.
+    result = shoal.tune(data="digits", preset="mlp", strategy="random", trials=10, epochs=2, population=3,
+                        engine="population", storage="r.db", progress=False, params=SMALL)
+    trials = result.study.trials
+    assert len(trials) == 10 and all(t.state == TrialState.COMPLETE for t in trials)
+    again = shoal.tune(data="digits", preset="mlp", strategy="random", trials=10, epochs=2, population=3,
+                       engine="population", storage="r.db", progress=False, params=SMALL)
+    assert len(again.study.trials) == 10
+
+
+def test_diverging_member_fails_alone(workdir):
+    params = {"optimizer": "sgd", "lr": [1e-2, 1e6], "width": 32, "depth": 1, "batch_size": 64,
+              "batch_norm": "off", "lr_decay": "none", "dropout": 0.0, "weight_decay": 0.0, "l1": 0.0,
+              "shape": "constant", "init": "he", "activation": "relu"}
+    result = shoal.tune(data="digits", preset="mlp", strategy="grid", trials=2, epochs=3, engine="population",
+                        storage="d.db", progress=False, params=params)
+    by_lr = {t.params["lr"]: t for t in result.study.trials}
+    assert by_lr[1e6].state == TrialState.FAIL and "diverged" in by_lr[1e6].user_attrs["fail_reason"]
+    assert by_lr[1e-2].state == TrialState.COMPLETE
+    single = shoal.tune(data="digits", preset="mlp", strategy="grid", trials=2, epochs=3, engine="single",
+                        storage="d1.db", progress=False, params=params)
+    ok = {t.params["lr"]: t for t in single.study.trials}[1e-2]
+    assert by_lr[1e-2].value == pytest.approx(ok.value, abs=1e-4)
+
+
+def test_pruned_members_leave_their_population(workdir):
+    result = shoal.tune(data="digits", preset="mlp", strategy="random", trials=16, epochs=6, pruner="median",
+                        engine="population", population=4, storage="p.db", progress=False, seed=2,
+                        params={**SMALL, "lr": {"low": 1e-5, "high": 1.0}})
+    states = [t.state for t in result.study.trials]
+    assert len(states) == 16
+    pruned = [t for t in result.study.trials if t.state == TrialState.PRUNED]
+    assert pruned, "median pruning should stop some of 16 trials with learning rates across 5 decades"
+    assert any(t.user_attrs["epochs_run"] < 6 for t in pruned)
+    for t in pruned:
+        assert len(t.user_attrs["curves"]["val_loss"]) == t.user_attrs["epochs_run"]
+
+
+def test_kfold_members(workdir):
+    params = {"width": 32, "depth": 1, "optimizer": "adam", "lr": 3e-3, "batch_size": 64}
+    pop = shoal.tune(data="digits", preset="mlp", strategy="random", trials=2, epochs=2, folds=3,
+                     engine="population", storage="k.db", progress=False, params=params)
+    single = shoal.tune(data="digits", preset="mlp", strategy="random", trials=2, epochs=2, folds=3,
+                        engine="single", storage="k1.db", progress=False, params=params)
+    for a, b in zip(pop.study.trials, single.study.trials):
+        assert len(a.user_attrs["fold_val_loss"]) == 3
+        assert a.user_attrs["fold_val_loss"] == pytest.approx(b.user_attrs["fold_val_loss"], abs=1e-4)
+        assert a.value == pytest.approx(b.value, abs=1e-4)
+
+
+def test_default_population_size_leaves_room_for_model_based_feedback():
+    assert default_population_size(make_experiment({"strategy": "tpe", "trials": 30})) == 10
+    assert default_population_size(make_experiment({"strategy": "tpe", "trials": 9})) == 8
+    assert default_population_size(make_experiment({"strategy": "random", "trials": 30})) == 128
+    assert default_population_size(make_experiment({"strategy": "tpe", "trials": 30, "population": 5})) == 5
