@@ -23,7 +23,11 @@ from collections import defaultdict
 
 import numpy as np
 
-MNIST = "mnist:/work/shared/data/mnist-10k"
+import os
+from pathlib import Path
+
+# The 10,000 real MNIST images live in the team's shared folder beside the checkout.
+MNIST = "mnist:" + os.environ.get("SHOAL_MNIST", str(Path(__file__).resolve().parents[2] / "shared/data/mnist-10k"))
 
 
 def sample_configs(n: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -78,7 +82,7 @@ def _plain_model(cfg: dict, n_in: int, n_out: int):
 
 
 def _optuna_worker(args) -> int:
-    cfgs, data_name, epochs = args  # raw Optuna params of each trial
+    cfgs, data_name, epochs, device = args  # raw Optuna params of each trial
     import optuna
     import torch
     import torch.nn.functional as F
@@ -88,12 +92,13 @@ def _optuna_worker(args) -> int:
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     p = load(data_name)
-    X, y = torch.from_numpy(p.X_train).flatten(1), torch.from_numpy(p.y_train)
-    Xv, yv = torch.from_numpy(p.X_val).flatten(1), torch.from_numpy(p.y_val)
+    X, y = torch.from_numpy(p.X_train).flatten(1).to(device), torch.from_numpy(p.y_train).to(device)
+    Xv, yv = torch.from_numpy(p.X_val).flatten(1).to(device), torch.from_numpy(p.y_val).to(device)
     space = preset("mlp")
 
     def objective(trial):
         model, c = _plain_model(space.sample(trial), X.shape[1], p.n_outputs)
+        model = model.to(device)
         lr, wd = c["lr"], c["weight_decay"]
         opt = {"sgd": lambda: torch.optim.SGD(model.parameters(), lr, weight_decay=wd),
                "momentum": lambda: torch.optim.SGD(model.parameters(), lr, momentum=c["momentum"], weight_decay=wd),
@@ -104,7 +109,7 @@ def _optuna_worker(args) -> int:
         bs = c["batch_size"]
         for _ in range(epochs):
             model.train()
-            for idx in torch.randperm(X.shape[0]).split(bs):
+            for idx in torch.randperm(X.shape[0], device=device).split(bs):
                 loss = F.cross_entropy(model(X[idx]), y[idx])
                 if c["l1"] > 0:
                     loss = loss + c["l1"] * sum(q.abs().sum() for q in model.parameters() if q.dim() > 1)
@@ -123,8 +128,8 @@ def _optuna_worker(args) -> int:
     return len(cfgs)
 
 
-def run_optuna(cfgs, data_name, epochs, workers=2) -> float:
-    parts = [(cfgs[i::workers], data_name, epochs) for i in range(workers)]
+def run_optuna(cfgs, data_name, epochs, workers=2, device="cpu") -> float:
+    parts = [(cfgs[i::workers], data_name, epochs, device) for i in range(workers)]
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers) as pool:
         start = time.perf_counter()
@@ -157,7 +162,8 @@ def run_population(cfgs, data, epochs) -> tuple[float, dict]:
     info = {}
     for (_, bs), members in sorted(groups.items()):
         t = time.perf_counter()
-        pop = Population("mlp", data.input_shape, data.n_outputs, data.task, batch_size=bs)
+        pop = Population("mlp", data.input_shape, data.n_outputs, data.task, batch_size=bs,
+                         device=data.X_train.device)
         for i, cfg in members:
             pop.add(i, cfg, seed=i, data=data, epochs=epochs)
         for _ in range(epochs):
@@ -166,16 +172,27 @@ def run_population(cfgs, data, epochs) -> tuple[float, dict]:
     return time.perf_counter() - start, info
 
 
-def sgemm_rate(threads=2, n=2048, reps=10) -> float:
+def sgemm_rate(threads=2, n=2048, reps=10, device="cpu") -> float:
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    if device != "cpu":
+        n = 8192
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     torch.mm(a, b)
+    _sync(device)
     start = time.perf_counter()
     for _ in range(reps):
         torch.mm(a, b)
+    _sync(device)
     return 2.0 * n**3 * reps / (time.perf_counter() - start)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -186,6 +203,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-single", action="store_true", help="skip (b)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (every engine, the baseline too)")
     args = ap.parse_args()
     n = args.n or (24 if args.quick else 96)
 
@@ -196,19 +214,20 @@ def main() -> None:
 
     cfgs, params = sample_configs(n, args.seed)
     p = load(args.data)
-    data = TensorData.from_prepared(p)
+    data = TensorData.from_prepared(p, args.device)
     n_in = int(np.prod(data.input_shape))
     flops = sum(6.0 * data.n_train * args.epochs * matmul_flops(c, n_in, data.n_outputs) for c in cfgs)
-    peak = sgemm_rate(2)
+    peak = sgemm_rate(2, device=args.device)
+    where = "2-thread sgemm" if args.device == "cpu" else f"{torch.cuda.get_device_name()} fp32 matmul"
     print(f"{n} configs from the mlp preset on {args.data} ({data.n_train} train rows), {args.epochs} epochs; "
-          f"torch {torch.__version__}; 2-thread sgemm {peak / 1e9:.1f} GFLOP/s")
+          f"torch {torch.__version__}; {where} {peak / 1e9:.1f} GFLOP/s")
 
     def line(name, seconds):
         rate = flops / seconds
         print(f"{name:<28} {seconds:8.1f} s  {n / seconds:7.2f} configs/s  {rate / 1e9:6.1f} GFLOP/s  "
               f"{100 * rate / peak:5.1f}% of peak")
 
-    t_a = run_optuna(params, args.data, args.epochs)
+    t_a = run_optuna(params, args.data, args.epochs, device=args.device)
     line("(a) optuna, 2 processes", t_a)
     torch.set_num_threads(2)
     warm = time.perf_counter()
