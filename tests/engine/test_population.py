@@ -234,3 +234,29 @@ def test_population_rejects_a_different_batch_size(digits):
     with pytest.raises(ConfigError, match="already has a member 'x'"):
         pop.add("x", {}, seed=0, data=data, epochs=1)
     assert pop.run_epoch().keys() == {"x"}
+
+
+def test_padded_members_match_their_own_runs(digits):
+    """Members padded to a shared width (pad=True) compute what they compute alone."""
+    data = digits[1]
+    cases = {
+        "w32": {"width": 32, "depth": 2, "dropout": 0.2},
+        "w64": {"width": 64, "depth": 2, "batch_norm": "before", "optimizer": "momentum", "lr": 0.01},
+        "w64_taper": {"width": 64, "depth": 2, "shape": "taper", "batch_norm": "after", "activation": "sigmoid"},
+        "w128": {"width": 128, "depth": 2, "optimizer": "rmsprop", "lr": 1e-3, "l1": 1e-5, "weight_decay": 1e-4},
+    }
+    pop = Population("mlp", data.input_shape, data.n_outputs, data.task, batch_size=64, pad=True)
+    for i, (name, case) in enumerate(cases.items()):
+        pop.add(name, _cfg(case), seed=i, data=data, epochs=EPOCHS)
+    pop.run_epoch()
+    layout = pop._layout
+    padded = [m for m in layout.members if m.pspecs != m.specs]
+    assert padded, "the cost model should pad narrow members at batch 64"
+    assert len(layout.layers[0]) < len(cases)
+    pop.remove("w128")  # re-stacking keeps each member's own (unpadded) tensors intact
+    curves = _finish(pop, EPOCHS - 1)
+    single = {name: _reference(_cfg(case), data, i, "mlp", EPOCHS) for i, (name, case) in enumerate(cases.items())}
+    for name in ("w32", "w64", "w64_taper"):
+        ref, spread = single[name]
+        for got, want in zip(curves[name], ref[1:]):
+            assert abs(got.val_loss - want.val_loss) < TOL + 2 * spread, (name, got.epoch)

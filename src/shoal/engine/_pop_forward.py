@@ -44,8 +44,10 @@ def _bn(h: torch.Tensor, b: Bucket, a: int, e: int, train: bool, w: torch.Tensor
 
 def _elementwise(h: torch.Tensor, b: Bucket, train: bool, w: torch.Tensor | None) -> torch.Tensor:
     parts = []
-    for a, e, act, bn in b.runs:
-        x = h if len(b.runs) == 1 else h[a:e]
+    # One split (a single backward node) rather than a slice per run: each slice's backward would
+    # write a zero-filled tensor of the whole bucket, quadratic in the number of runs.
+    chunks = [h] if len(b.runs) == 1 else h.split([e - a for a, e, _, _ in b.runs])
+    for (a, e, act, bn), x in zip(b.runs, chunks):
         ww = None if w is None else w[a:e]
         if bn == "before":
             x = _bn(x, b, a, e, train, ww)

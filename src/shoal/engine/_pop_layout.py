@@ -58,7 +58,7 @@ class Bucket:
     spec: tuple
     parent: int = -1  # index of the bucket at the layer before whose output feeds this one
     offset: int = 0  # this bucket's first member inside the parent
-    runs: list = field(default_factory=list)  # (a, b, activation, batch_norm), relative
+    runs: list = field(default_factory=list)  # (a, b, activation(s), batch_norm), relative
     dropout: bool = False
     bn: bool = False
     head: bool = False
@@ -77,22 +77,25 @@ class Layout:
         self.members = members
         self.layers: list[list[Bucket]] = []
         self.heads: list[Bucket] = []
-        hidden = [len(m.specs) - 1 for m in members]
+        hidden = [len(m.pspecs) - 1 for m in members]
         for l in range(max(hidden)):
             buckets: list[Bucket] = []
             for i, m in enumerate(members):
                 if hidden[i] <= l:
                     continue
-                prefix = m.specs[: l + 1]
-                if buckets and buckets[-1].end == i and members[buckets[-1].start].specs[: l + 1] == prefix:
+                prefix = m.pspecs[: l + 1]
+                if buckets and buckets[-1].end == i and members[buckets[-1].start].pspecs[: l + 1] == prefix:
                     buckets[-1].end = i + 1
                 else:
-                    buckets.append(Bucket(i, i + 1, m.specs[l]))
+                    buckets.append(Bucket(i, i + 1, m.pspecs[l]))
             for b in buckets:
                 self._link(b, l)
                 ms = members[b.start : b.end]
                 b.dropout = b.spec[0] == "lin" and any(m.cfg["dropout"] > 0 for m in ms)
                 b.bn = any(m.cfg["batch_norm"] != "off" for m in ms)
+                # Runs: contiguous members of one activation and batch-norm mode, which share the
+                # elementwise ops. (Applying every activation to the whole bucket and selecting
+                # with torch.where was measured slower: ~270 where calls per step.)
                 for j, m in enumerate(ms):
                     tag = (m.cfg["activation"], m.cfg["batch_norm"])
                     if b.runs and b.runs[-1][1] == j and b.runs[-1][2:] == tag:
@@ -101,10 +104,10 @@ class Layout:
                         b.runs.append((j, j + 1) + tag)
             self.layers.append(buckets)
         for i, m in enumerate(members):
-            if self.heads and members[self.heads[-1].start].specs == m.specs:
+            if self.heads and members[self.heads[-1].start].pspecs == m.pspecs:
                 self.heads[-1].end = i + 1
             else:
-                self.heads.append(Bucket(i, i + 1, m.specs[-1], head=True))
+                self.heads.append(Bucket(i, i + 1, m.pspecs[-1], head=True))
         for b in self.heads:
             self._link(b, hidden[b.start])
         self._allocate(device)
@@ -136,7 +139,7 @@ class Layout:
         self.M = torch.zeros(total, device=device)
         self.V = torch.zeros(total, device=device)
         code = np.empty(total, dtype=np.int64)
-        self.slots = []  # (bucket, name, offset, per-member size)
+        self.slots = []  # (bucket, name, offset, per-member size, per-member shape)
         o = 0
         for b, name, shape, is_w in entries:
             size = int(np.prod(shape))
@@ -144,59 +147,84 @@ class Layout:
             view.grad = self.G[o : o + b.n * size].view(b.n, *shape)
             b.tensors[name] = view
             code[o : o + b.n * size] = np.repeat(2 * np.arange(b.start, b.end) + is_w, size)
-            self.slots.append((b, name, o, size))
+            self.slots.append((b, name, o, size, shape))
             o += b.n * size
+        # Entries that never change (code 2K, the optimizer's frozen row), so they stay at zero: the
+        # padding of members narrower than their bucket (see _pop_padding), and biases of layers
+        # followed by batch norm "before" the activation (untrained as in the single engine: _Block).
+        frozen = []
+        for l, b, name, o, size, shape in self._slots_with_layer():
+            for r in range(b.n):
+                m = self.members[b.start + r]
+                base = o + r * size
+                if name == "b" and not b.head and m.cfg["batch_norm"] == "before":
+                    frozen.append(np.arange(base, base + size))
+                    continue
+                real = self.real_shape(m, l, name)
+                if real != tuple(shape):
+                    pad = np.ones(shape, dtype=bool)
+                    pad[tuple(slice(0, n) for n in real)] = False
+                    frozen.append(base + np.flatnonzero(pad))
+        if frozen:
+            code[np.concatenate(frozen)] = 2 * len(self.members)
         self.code = torch.from_numpy(code).to(device)
-        # Biases of layers followed by batch norm "before" the activation stay at zero, untrained,
-        # as in the single engine (their true gradient is 0; see _models._Block).
-        frozen = [np.arange(o + r * size, o + (r + 1) * size) for b, name, o, size in self.slots
-                  if name == "b" and not b.head for r in range(b.n)
-                  if self.members[b.start + r].cfg["batch_norm"] == "before"]
-        self.frozen = torch.from_numpy(np.concatenate(frozen)).to(device) if frozen else None
         for _, b in self.all_buckets():
             if b.bn and not b.head:
                 b.stats = {"rm": torch.zeros(b.n, b.spec[2], device=device),
                            "rv": torch.ones(b.n, b.spec[2], device=device)}
 
     def leaves(self) -> list[torch.Tensor]:
-        return [b.tensors[name] for b, name, _, _ in self.slots]
+        return [b.tensors[name] for b, name, _, _, _ in self.slots]
 
-    def _views(self, buf: torch.Tensor, b: Bucket, o: int, size: int, row: int) -> torch.Tensor:
-        return buf[o + row * size : o + (row + 1) * size]
+    @staticmethod
+    def real_shape(member: Any, l: int, name: str) -> tuple:
+        """The shape of a member's own tensor ``name`` at layer ``l`` (-1: the output layer)."""
+        spec = member.specs[l]
+        return tuple(weight_shape(spec)) if name == "W" else (spec[2],)
+
+    def _views(self, buf: torch.Tensor, o: int, size: int, row: int, shape: tuple, real: tuple) -> torch.Tensor:
+        """One member's own part of an entry (the top-left corner when it is padded)."""
+        view = buf[o + row * size : o + (row + 1) * size].view(*shape)
+        if tuple(shape) == tuple(real):
+            return view
+        return view[tuple(slice(0, n) for n in real)]
 
     def load(self, states: list[dict[str, Any]]) -> None:
         """Copy each member's own tensors (keyed by (layer, name)) into the stacked buffers."""
         with torch.no_grad():
-            for l, b, name, o, size in self._slots_with_layer():
+            for l, b, name, o, size, shape in self._slots_with_layer():
                 for r in range(b.n):
                     st = states[b.start + r]
+                    real = self.real_shape(self.members[b.start + r], l, name)
                     for buf, prefix in ((self.P, ""), (self.M, "M"), (self.V, "V")):
                         t = st.get((prefix + name, l))
                         if t is not None:
-                            self._views(buf, b, o, size, r).copy_(t.reshape(-1))
+                            self._views(buf, o, size, r, shape, real).copy_(t.reshape(real))
             for l, b in self.all_buckets():
                 for name, buf in b.stats.items():
                     for r in range(b.n):
                         t = states[b.start + r].get((name, l))
                         if t is not None:
-                            buf[r].copy_(t)
+                            buf[r, : t.shape[0]].copy_(t)
 
     def save(self) -> list[dict[str, Any]]:
         """Each member's own tensors, cloned: the inverse of ``load``."""
         states: list[dict[str, Any]] = [{} for _ in self.members]
         with torch.no_grad():
-            for l, b, name, o, size in self._slots_with_layer():
+            for l, b, name, o, size, shape in self._slots_with_layer():
                 for r in range(b.n):
                     st = states[b.start + r]
+                    real = self.real_shape(self.members[b.start + r], l, name)
                     for buf, prefix in ((self.P, ""), (self.M, "M"), (self.V, "V")):
-                        st[(prefix + name, l)] = self._views(buf, b, o, size, r).clone()
+                        st[(prefix + name, l)] = self._views(buf, o, size, r, shape, real).clone()
             for l, b in self.all_buckets():
                 for name, buf in b.stats.items():
                     for r in range(b.n):
-                        states[b.start + r][(name, l)] = buf[r].clone()
+                        width = self.members[b.start + r].specs[l][2]
+                        states[b.start + r][(name, l)] = buf[r, :width].clone()
         return states
 
     def _slots_with_layer(self):
         layer_of = {id(b): l for l, b in self.all_buckets()}
-        for b, name, o, size in self.slots:
-            yield layer_of[id(b)], b, name, o, size
+        for b, name, o, size, shape in self.slots:
+            yield layer_of[id(b)], b, name, o, size, shape

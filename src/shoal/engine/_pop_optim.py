@@ -2,7 +2,8 @@
 
 Every parameter of every member lives in one flat buffer ``P`` (gradients in ``G``, state in ``M``
 and ``V``). Each element carries a small integer code, ``2 * member + is_weight``, that picks its
-row of a coefficient table, so the four optimizer families become one elementwise update::
+row of a coefficient table (code ``2K`` is a frozen row for entries that never change), so the four
+optimizer families become one elementwise update::
 
     g  = G + l1 * sign(P) + wd * P              (l1, wd are 0 for biases and batch-norm parameters)
     M  = a1 * M + a2 * g + a3 * (g - M)         (Adam: a1=1, a2=0, a3=1-beta1, as torch's lerp_)
@@ -69,6 +70,8 @@ class Coefficients:
             t[~active] = self.frozen
         out = np.repeat(t, 2, axis=0)
         out[0::2, 8:] = 0.0  # no weight decay or L1 on biases and batch-norm parameters
+        # last row (code 2K): entries that never change (padding, biases before batch norm)
+        out = np.vstack([out, self.frozen[None, :]])
         return out.astype(np.float32)
 
 
