@@ -86,3 +86,16 @@ def test_default_population_size_leaves_room_for_model_based_feedback():
     assert default_population_size(make_experiment({"strategy": "tpe", "trials": 9})) == 8
     assert default_population_size(make_experiment({"strategy": "random", "trials": 30})) == 128
     assert default_population_size(make_experiment({"strategy": "tpe", "trials": 30, "population": 5})) == 5
+
+
+def test_worker_processes_give_the_same_study(workdir):
+    params = {"width": [32, 64], "depth": 1, "batch_size": [64, 128], "optimizer": "adam", "lr": {"low": 1e-3, "high": 3e-3},
+              "batch_norm": "off", "dropout": 0.0}
+    runs = {}
+    for workers in (1, 2):
+        result = shoal.tune(data="digits", preset="mlp", strategy="random", trials=4, epochs=2, engine="population",
+                            workers=workers, storage=f"w{workers}.db", progress=False, params=params)
+        runs[workers] = result.study.trials
+    for a, b in zip(runs[1], runs[2]):
+        assert a.params == b.params and a.state == b.state == TrialState.COMPLETE
+        assert a.value == pytest.approx(b.value, abs=1e-4)

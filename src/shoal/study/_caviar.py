@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -73,25 +72,33 @@ def _attrs(state: _Running, device: str) -> dict[str, Any]:
     return attrs
 
 
+def default_workers(exp: Experiment, device: str) -> int:
+    """Worker processes for populations: 1 (this process, torch's threads) unless asked.
+
+    Measured on the 2-core CPU (see benchmarks/README.md): 30 TPE trials of the quickstart took
+    41 s in one process and 53 s with two worker processes (each starts torch and compiles the
+    optimizer step; populations of ~10 split in two); 48 random trials took 44 s and 37 s. Worker
+    processes pay off for large populations of small, varied networks; ask with ``workers=N``.
+    """
+    return int(exp.workers) if exp.workers else 1
+
+
 def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:
     """Train a study's trials as populations until the budget is spent."""
     from shoal.engine import normalize
     from shoal.engine._config import diverged
-    from shoal.engine._population import Population
-    from shoal.engine._packer import group_key
+    from shoal.engine._pool import make_pool
 
-    family = exp.preset
-    fold0 = data.folds[0]
     size = default_population_size(exp)
-    populations: dict[Any, Population] = {}
+    workers = default_workers(exp, data.device)
+    pool = make_pool(exp.preset, data.folds, data.device, workers)
+    log.info("caviar mode: up to %d trials at once, %d worker process(es)", size, workers)
     running: dict[int, _Running] = {}
 
     def leave(number: int) -> None:
         state = running.pop(number)
         for k in range(state.folds):
-            for pop in populations.values():
-                if (number, k) in pop.keys():
-                    pop.remove((number, k))
+            pool.remove((number, k))
 
     def fill() -> None:
         while len(running) < size:
@@ -103,15 +110,9 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None
             except ConfigError as exc:
                 runner.fail(job, str(exc))
                 continue
-            key = group_key(cfg, family)
-            if key not in populations:
-                populations[key] = Population(family=family, input_shape=fold0.input_shape,
-                                              n_outputs=fold0.n_outputs, task=fold0.task,
-                                              batch_size=int(cfg["batch_size"]), device=data.device)
-            state = _Running(job, cfg, len(data.folds))
-            running[job.number] = state
-            for k, fold in enumerate(data.folds):
-                populations[key].add((job.number, k), cfg, job.seed + k, fold, exp.epochs)
+            running[job.number] = _Running(job, cfg, len(data.folds))
+            for k in range(len(data.folds)):
+                pool.add((job.number, k), cfg, job.seed + k, k, exp.epochs)
 
     def handle(number: int) -> None:
         """All folds of trial ``number`` have a new epoch: report, then continue, stop or fail."""
@@ -146,31 +147,26 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None
     try:
         fill()
         while running:
-            for key in list(populations):
-                pop = populations[key]
-                if len(pop) == 0:
-                    del populations[key]
-                    continue
-                try:
-                    records = pop.run_epoch()
-                except Exception as exc:  # the whole population failed: fail its trials, go on
-                    numbers = {n for n, _ in pop.keys()}
-                    del populations[key]
-                    for n in numbers:
-                        state = running.pop(n)
-                        runner.fail(state.job, f"{type(exc).__name__}: {exc}",
-                                    {"traceback": traceback.format_exc()[-4000:]})
-                    continue
-                ready = set()
-                for (number, k), record in records.items():
+            records, failed = pool.run_epoch()
+            for (number, _), reason in failed.items():
+                if number in running:
+                    state = running[number]
+                    attrs = _attrs(state, data.device)
+                    leave(number)
+                    runner.fail(state.job, reason.split("\n")[0], {"traceback": reason[-4000:]})
+            ready = set()
+            for (number, k), record in records.items():
+                if number in running:
                     running[number].histories[k].append(record)
                     ready.add(number)
-                for number in sorted(ready):
-                    state = running.get(number)
-                    if state is not None and len({len(h) for h in state.histories}) == 1:
-                        handle(number)
+            for number in sorted(ready):
+                state = running.get(number)
+                if state is not None and len({len(h) for h in state.histories}) == 1:
+                    handle(number)
             fill()
     except KeyboardInterrupt:
         for state in list(running.values()):
             runner.interrupt(state.job)
         raise
+    finally:
+        pool.close()

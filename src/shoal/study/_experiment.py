@@ -46,6 +46,7 @@ class Experiment:
     device: str = "auto"
     engine: str = "auto"
     population: int | None = None
+    workers: int | None = None
     grid_points: int = 3
     target: str | None = None
     download: bool = False
@@ -83,7 +84,7 @@ class Experiment:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f"The '{name}' setting must be an integer >= {low}. Got {v!r} instead.")
-        for name, low in (("folds", 2), ("patience", 1), ("population", 1)):
+        for name, low in (("folds", 2), ("patience", 1), ("population", 1), ("workers", 1)):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
                 raise ConfigError(f"The '{name}' setting must be an integer >= {low}. Got {v!r} instead.")

@@ -1,0 +1,214 @@
+"""Where populations train: in this process, or spread over worker processes (one per core).
+
+Both pools take the same calls (``add``, ``remove``, ``run_epoch``, ``close``), so caviar mode is
+written once. On a CPU, populations of small networks are bound by per-operation dispatch, which a
+second thread does not speed up but a second process does (measured in
+``benchmarks/throughput.py``): the process pool gives each worker one thread and its own
+populations, and every worker trains its epoch at the same time.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import traceback
+from typing import Any, Hashable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["LocalPool", "ProcessPool", "make_pool"]
+
+
+class LocalPool:
+    """Populations in this process, one per group key (batch size, family).
+
+    Args:
+        family: "mlp" or "cnn".
+        folds: the TensorData each member may train on (a member names its fold by index).
+        device: where the populations live.
+        pad: passed to each Population.
+    """
+
+    def __init__(self, family: str, folds: Sequence[Any], device: Any = "cpu", pad: bool = False) -> None:
+        self.family, self.folds, self.device, self.pad = family, list(folds), device, pad
+        self.populations: dict[Hashable, Any] = {}
+        self.where: dict[Hashable, Hashable] = {}  # member key -> population key
+        self.failed: dict[Hashable, str] = {}
+
+    def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int) -> None:
+        from shoal.engine._packer import group_key
+        from shoal.engine._population import Population
+
+        try:
+            gk = group_key(config, self.family)
+            if gk not in self.populations:
+                data = self.folds[fold]
+                self.populations[gk] = Population(self.family, data.input_shape, data.n_outputs, data.task,
+                                                  batch_size=int(config["batch_size"]), device=self.device,
+                                                  pad=self.pad)
+            self.populations[gk].add(key, config, seed, self.folds[fold], epochs)
+            self.where[key] = gk
+        except Exception as exc:  # reported at the next epoch, like any failure of this member
+            self.failed[key] = f"{type(exc).__name__}: {exc}"
+
+    def remove(self, key: Hashable) -> None:
+        gk = self.where.pop(key, None)
+        self.failed.pop(key, None)
+        if gk is not None:
+            self.populations[gk].remove(key)
+            if len(self.populations[gk]) == 0:
+                del self.populations[gk]
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def run_epoch(self) -> tuple[dict, dict]:
+        """One epoch of every member: (records by key, failure reasons by key)."""
+        records: dict = {}
+        failed, self.failed = self.failed, {}
+        for gk in list(self.populations):
+            pop = self.populations[gk]
+            try:
+                records.update(pop.run_epoch())
+            except Exception as exc:  # the whole population failed: its members fail, others go on
+                reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-2000:]}"
+                for key in pop.keys():
+                    failed[key] = reason
+                    self.where.pop(key, None)
+                del self.populations[gk]
+        return records, failed
+
+    def close(self) -> None:
+        self.populations.clear()
+        self.where.clear()
+
+
+def _worker(conn, family: str, folds: list[dict], device: str, pad: bool) -> None:
+    import torch
+
+    from shoal.engine._single import TensorData
+
+    torch.set_num_threads(1)
+    datas = [TensorData(**{k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in f.items()})
+             for f in folds]
+    pool = LocalPool(family, datas, device, pad)
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        op = msg[0]
+        if op == "add":
+            pool.add(*msg[1:])
+        elif op == "remove":
+            pool.remove(msg[1])
+        elif op == "epoch":
+            conn.send(pool.run_epoch())
+        elif op == "close":
+            conn.close()
+            return
+
+
+class ProcessPool:
+    """Populations spread over worker processes of one thread each, trained at the same time.
+
+    Members go to the least loaded worker (by estimated bytes, a proxy for work); a worker keeps one
+    population per batch size. A worker that dies fails its members with a clear reason.
+    """
+
+    def __init__(self, family: str, folds: Sequence[Any], device: Any = "cpu", workers: int = 2,
+                 pad: bool = False) -> None:
+        self.family = family
+        self.input_shape, self.n_outputs = folds[0].input_shape, folds[0].n_outputs
+        payload = [{"X_train": f.X_train.cpu().numpy(), "y_train": f.y_train.cpu().numpy(),
+                    "X_val": f.X_val.cpu().numpy(), "y_val": f.y_val.cpu().numpy(),
+                    "input_shape": tuple(f.input_shape), "n_outputs": int(f.n_outputs), "task": f.task}
+                   for f in folds]
+        ctx = mp.get_context("spawn")
+        self.conns, self.procs = [], []
+        for _ in range(workers):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, family, payload, str(device), pad), daemon=True)
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        self.load = [0.0] * workers
+        self.where: dict[Hashable, tuple[int, float]] = {}
+
+    def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int) -> None:
+        from shoal.engine._packer import member_bytes
+
+        try:
+            cost = float(member_bytes(config, self.family, self.input_shape, self.n_outputs))
+        except Exception:
+            cost = 1.0
+        w = min(range(len(self.conns)), key=lambda i: (self.load[i], i))
+        self.load[w] += cost
+        self.where[key] = (w, cost)
+        try:
+            self.conns[w].send(("add", key, dict(config), seed, fold, epochs))
+        except (BrokenPipeError, OSError):
+            pass  # the worker is gone: the next epoch reports this member as failed
+
+    def remove(self, key: Hashable) -> None:
+        w, cost = self.where.pop(key, (None, 0.0))
+        if w is None:
+            return
+        self.load[w] = max(0.0, self.load[w] - cost)
+        if self.procs[w].is_alive():
+            try:
+                self.conns[w].send(("remove", key))
+            except (BrokenPipeError, OSError):
+                pass
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def run_epoch(self) -> tuple[dict, dict]:
+        busy = sorted({w for w, _ in self.where.values()})
+        sent = []
+        for w in busy:
+            try:
+                self.conns[w].send(("epoch",))
+                sent.append(w)
+            except (BrokenPipeError, OSError):
+                pass
+        records: dict = {}
+        failed: dict = {}
+        for w in busy:
+            try:
+                if w not in sent:
+                    raise EOFError
+                r, f = self.conns[w].recv()
+            except (EOFError, OSError):
+                code = self.procs[w].exitcode
+                reason = f"worker process {w} died (exit code {code}); its members are lost for this run"
+                for key, (ww, _) in list(self.where.items()):
+                    if ww == w:
+                        failed[key] = reason
+                        del self.where[key]
+                self.load[w] = math.inf  # no new members for a dead worker
+                continue
+            records.update(r)
+            failed.update(f)
+        return records, failed
+
+    def close(self) -> None:
+        for conn, proc in zip(self.conns, self.procs):
+            try:
+                if proc.is_alive():
+                    conn.send(("close",))
+            except (BrokenPipeError, OSError):
+                pass
+        for proc in self.procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+
+
+def make_pool(family: str, folds: Sequence[Any], device: Any, workers: int, pad: bool = False):
+    """A LocalPool for one worker, a ProcessPool for more."""
+    if workers <= 1:
+        return LocalPool(family, folds, device, pad)
+    return ProcessPool(family, folds, device, workers, pad)
