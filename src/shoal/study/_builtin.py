@@ -52,16 +52,22 @@ def prepare_data(exp: Experiment) -> PreparedData:
     return PreparedData(folds, describe(ds), str(device))
 
 
-def _curves(histories: list) -> dict[str, Any]:
-    """Per-epoch curves averaged over folds (folds may stop at different epochs: cut to the shortest)."""
-    n = min(len(h.epochs) for h in histories)
-    out: dict[str, Any] = {}
+def trial_attrs(folds: list[list], device: str, engine: str) -> dict[str, Any]:
+    """A trial's user attributes from each fold's epoch records (one fold without k-fold): curves
+    averaged over folds (cut to the shortest), epochs run, train-validation gap, per-fold losses."""
+    n = min(len(records) for records in folds)
+    curves: dict[str, Any] = {}
     for name in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"):
-        rows = [h.curve(name)[:n] for h in histories]
-        if any(v is None for r in rows for v in r):
+        rows = [[getattr(r, name) for r in records[:n]] for records in folds]
+        if any(v is None for row in rows for v in row):
             continue
-        out[name] = [float(x) for x in np.mean(np.array(rows, dtype=float), axis=0)]
-    return out
+        curves[name] = [float(x) for x in np.mean(np.array(rows, dtype=float), axis=0)] if n else []
+    attrs: dict[str, Any] = {"curves": curves, "epochs_run": n, "device": device, "engine": engine}
+    if len(folds) > 1 and n:
+        attrs["fold_val_loss"] = [records[n - 1].val_loss for records in folds]
+    if curves.get("train_loss") and curves.get("val_loss"):
+        attrs["gap"] = curves["val_loss"][-1] - curves["train_loss"][-1]
+    return attrs
 
 
 def train_job(job: Job, runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:
@@ -91,21 +97,11 @@ def train_job(job: Job, runner: StudyRunner, exp: Experiment, data: PreparedData
         history = train(job.config, fold, family=exp.preset, epochs=exp.epochs, seed=job.seed + k,
                         on_epoch=on_epoch, patience=exp.patience)
         histories.append(history)
-    curves = _curves(histories)
-    attrs: dict[str, Any] = {
-        "curves": curves,
-        "epochs_run": len(curves.get("val_loss", [])),
-        "device": data.device,
-        "engine": "single",
-    }
-    if len(histories) > 1:
-        attrs["fold_val_loss"] = [h.last.val_loss for h in histories]
-    if curves.get("train_loss") and curves.get("val_loss"):
-        attrs["gap"] = curves["val_loss"][-1] - curves["train_loss"][-1]
+    attrs = trial_attrs([h.epochs for h in histories], data.device, "single")
     if any(pruned):
         runner.prune(job, attrs)
         return
-    runner.complete(job, curves[metric][-1], attrs)
+    runner.complete(job, attrs["curves"][metric][-1], attrs)
 
 
 def run_builtin(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:

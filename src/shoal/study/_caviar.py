@@ -57,19 +57,9 @@ class _Running:
 
 
 def _attrs(state: _Running, device: str) -> dict[str, Any]:
-    n = min(len(h) for h in state.histories)
-    curves: dict[str, Any] = {}
-    for name in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"):
-        rows = [[getattr(r, name) for r in h[:n]] for h in state.histories]
-        if any(v is None for row in rows for v in row):
-            continue
-        curves[name] = [float(x) for x in np.mean(np.array(rows, dtype=float), axis=0)] if n else []
-    attrs: dict[str, Any] = {"curves": curves, "epochs_run": n, "device": device, "engine": "population"}
-    if state.folds > 1:
-        attrs["fold_val_loss"] = [h[n - 1].val_loss for h in state.histories] if n else []
-    if curves.get("train_loss") and curves.get("val_loss"):
-        attrs["gap"] = curves["val_loss"][-1] - curves["train_loss"][-1]
-    return attrs
+    from shoal.study._builtin import trial_attrs
+
+    return trial_attrs(state.histories, device, "population")
 
 
 def default_workers(exp: Experiment, device: str) -> int:
