@@ -38,8 +38,9 @@ def test_capacity_fills_the_budget_and_respects_the_cap():
 
 
 def test_peak_memory_observes_an_allocation():
-    # In a fresh process: ru_maxrss only rises past the process's earlier peak.
+    # A process that peaked higher before the block still sees the block's own peak.
     code = (
+        "big = bytearray(600 << 20); big[::4096] = b'x' * len(big[::4096]); del big\n"
         "from shoal.engine._packer import PeakMemory\n"
         "with PeakMemory('cpu') as peak:\n"
         "    buf = bytearray(300 << 20)\n"

@@ -110,8 +110,12 @@ def capacity(configs: Sequence[Mapping[str, Any]], family: str, input_shape: Seq
 
 
 class PeakMemory:
-    """Observed peak memory of a block, in bytes: the ``ru_maxrss`` rise on CPU (0 when the process
-    had already peaked higher), ``torch.cuda.max_memory_allocated`` on CUDA.
+    """Observed peak memory of a block, in bytes, above what the process held when it started.
+
+    On Linux the kernel's peak-RSS mark is reset when the block starts (``/proc/self/clear_refs``),
+    so the peak is the block's own even in a process that peaked higher before; elsewhere it is the
+    ``ru_maxrss`` rise (0 when the process had already peaked higher). On CUDA,
+    ``torch.cuda.max_memory_allocated``.
 
     Example:
         >>> with PeakMemory("cpu") as peak:
@@ -128,13 +132,36 @@ class PeakMemory:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return rss if sys.platform == "darwin" else rss * 1024
 
+    @staticmethod
+    def _status(field: str) -> int | None:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+
+    def _reset_peak(self) -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset the peak resident set size (VmHWM) to the current one
+        except OSError:
+            return False
+        return self._status("VmHWM") is not None
+
     def __enter__(self) -> PeakMemory:
         if self.device.startswith("cuda"):
             import torch
 
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start = torch.cuda.memory_allocated(self.device)
+        elif self._reset_peak():
+            self._hwm = True
+            self._start = self._status("VmRSS") or 0
         else:
+            self._hwm = False
             self._start = self._rss()
         return self
 
@@ -143,5 +170,7 @@ class PeakMemory:
             import torch
 
             self.bytes = torch.cuda.max_memory_allocated(self.device) - self._start
+        elif self._hwm:
+            self.bytes = max(0, (self._status("VmHWM") or 0) - self._start)
         else:
             self.bytes = max(0, self._rss() - self._start)
