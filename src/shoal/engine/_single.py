@@ -59,11 +59,17 @@ class TensorData:
         dev = torch.device(device)
         cls_task = prepared.task == "classification"
 
+        def own(a: np.ndarray, dtype) -> torch.Tensor:
+            a = np.ascontiguousarray(a, dtype=dtype)
+            if not a.flags.writeable:  # shoal.data hands out read-only views; torch wants its own
+                a = a.copy()
+            return torch.from_numpy(a).to(dev)
+
         def tx(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(dev)
+            return own(a, np.float32)
 
         def ty(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64 if cls_task else np.float32)).to(dev)
+            return own(a, np.int64 if cls_task else np.float32)
 
         return cls(
             tx(prepared.X_train), ty(prepared.y_train), tx(prepared.X_val), ty(prepared.y_val),
