@@ -18,7 +18,7 @@ KEY_PARAMS = ("optimizer", "lr", "batch_size", "depth", "width", "conv_layers", 
 class Progress:
     """A rich progress bar over trials: done / total, best so far, elapsed and time left."""
 
-    def __init__(self, total: int, done: int, direction: str, metric: str, *, console: Console | None = None,
+    def __init__(self, total: int, direction: str, metric: str, *, console: Console | None = None,
                  enabled: bool = True) -> None:
         self.direction = direction
         self.metric = metric
@@ -36,7 +36,7 @@ class Progress:
             TextColumn("{task.fields[best]}"), TextColumn("[dim]elapsed"), TimeElapsedColumn(),
             TextColumn("[dim]left"), TimeRemainingColumn(), console=console, transient=False,
         )
-        self._task = self._progress.add_task("tune", total=total, completed=done, best="best: -")
+        self._task = self._progress.add_task("tune", total=total, completed=0, best="best: -")
 
     def __enter__(self) -> Progress:
         if self.enabled:
@@ -47,9 +47,12 @@ class Progress:
         if self.enabled:
             self._progress.__exit__(*exc)
 
-    def seed_best(self, study: optuna.Study) -> None:
+    def resume(self, study: optuna.Study, done: int) -> None:
+        """Start from what the storage already holds: ``done`` counted trials and their best."""
         for t in study.get_trials(deepcopy=False):
             self._consider(t)
+        if self.enabled:
+            self._progress.update(self._task, completed=done)
         self._refresh()
 
     def _consider(self, trial: optuna.trial.FrozenTrial) -> None:

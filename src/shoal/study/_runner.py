@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from shoal.space import Space
 
-__all__ = ["COUNTED", "Job", "StudyRunner", "trial_seed"]
+__all__ = ["Job", "StudyRunner", "counted", "trial_seed"]
 
 INTERRUPTED = "interrupted"
 
@@ -40,8 +40,6 @@ def counted(trial: optuna.trial.FrozenTrial) -> bool:
         return True
     return trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") != INTERRUPTED
 
-
-COUNTED = counted
 
 
 @dataclass

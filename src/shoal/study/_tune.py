@@ -150,12 +150,10 @@ def _run(exp: Experiment, space: Space, direction: str, metric: str, body: Calla
     study = open_study(storage, exp.study_name, direction, sampler, pruner)
     study.set_user_attr("shoal", {**{k: v for k, v in exp.to_dict().items() if k != "params"},
                                   "metric": metric, "space": space.describe(), **attrs})
-    display = Progress(trials, 0, direction, metric, console=console, enabled=progress)
+    display = Progress(trials, direction, metric, console=console, enabled=progress)
     runner = StudyRunner(study, space, trials=trials, metric=metric, seed=exp.seed, timeout=exp.timeout,
                          on_finish=display.finished)
-    if display.enabled:
-        display._progress.update(display._task, completed=runner.finished_count())
-        display.seed_best(study)
+    display.resume(study, done=runner.finished_count())
     logging.getLogger("shoal").info("study %s: %d trials finished before this run", study.study_name,
                                     runner.finished_count())
     with display:
