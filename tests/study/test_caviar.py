@@ -99,3 +99,25 @@ def test_worker_processes_give_the_same_study(workdir):
     for a, b in zip(runs[1], runs[2]):
         assert a.params == b.params and a.state == b.state == TrialState.COMPLETE
         assert a.value == pytest.approx(b.value, abs=1e-4)
+
+
+def test_memory_budget_decides_how_many_train_at_once(workdir):
+    from shoal.engine._packer import member_bytes
+
+    from shoal.engine import normalize
+
+    params = {"width": 256, "depth": 2, "batch_size": 64, "optimizer": "adam", "batch_norm": "off",
+              "shape": "constant", "lr": [1e-3, 2e-3], "dropout": 0.1}  # every member costs the same bytes
+    one = member_bytes(normalize({**params, "lr": 1e-3}), "mlp", (1, 8, 8), 10)
+    budget_mb = 3.5 * one / 2**20  # room for three members
+    result = shoal.tune(data="digits", preset="mlp", strategy="random", trials=8, epochs=1, engine="population",
+                        population=8, memory_mb=budget_mb, storage="m.db", progress=False, params=params)
+    stats = result.study.user_attrs["population"]
+    assert stats["max_members"] == 3
+    assert stats["estimated_bytes"] <= stats["budget_bytes"]
+    assert stats["observed_peak_bytes"] >= 0
+    assert len(result.study.trials) == 8 and all(t.state == TrialState.COMPLETE for t in result.study.trials)
+    # Without the cap, all eight train together.
+    free = shoal.tune(data="digits", preset="mlp", strategy="random", trials=8, epochs=1, engine="population",
+                      population=8, storage="n.db", progress=False, params=params)
+    assert free.study.user_attrs["population"]["max_members"] == 8

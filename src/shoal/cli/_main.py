@@ -49,8 +49,10 @@ def tune(
     engine: Annotated[Optional[str], typer.Option(help="auto, population (many trials as one batched "
                                                   "computation) or single (one model at a time).")] = None,
     population: Annotated[Optional[int], typer.Option(help="Trials training at once in population mode.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes for populations (default: one per "
-                                                   "CPU core, one on a GPU).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes for populations (default 1: this "
+                                                   "process with torch's threads).")] = None,
+    memory_mb: Annotated[Optional[float], typer.Option(help="Memory budget for populations in MiB (default: a "
+                                                       "quarter of the free memory).")] = None,
     grid_points: Annotated[Optional[int], typer.Option(help="Values per continuous parameter for grid.")] = None,
     target: Annotated[Optional[str], typer.Option(help="CSV target column (default: the last).")] = None,
     download: Annotated[bool, typer.Option("--download", help="Download MNIST files when missing.")] = False,
@@ -65,7 +67,7 @@ def tune(
 
     flags = dict(data=data, preset=preset, strategy=strategy, trials=trials, epochs=epochs, metric=metric,
                  storage=storage, study=study, seed=seed, pruner=pruner, val_fraction=val_fraction, folds=folds,
-                 patience=patience, device=device, engine=engine, population=population, workers=workers, grid_points=grid_points, target=target, timeout=timeout,
+                 patience=patience, device=device, engine=engine, population=population, workers=workers, memory_mb=memory_mb, grid_points=grid_points, target=target, timeout=timeout,
                  download=download or None)
     params = dict(parse_override(p) for p in (param or []))
     if params:

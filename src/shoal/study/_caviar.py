@@ -79,27 +79,51 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None
     from shoal.engine._config import diverged
     from shoal.engine._pool import make_pool
 
+    from collections import deque
+
+    from shoal.engine._packer import PeakMemory, default_budget, member_bytes
+
     size = default_population_size(exp)
     workers = default_workers(exp, data.device)
+    budget = int(exp.memory_mb * 2**20) if exp.memory_mb else default_budget(data.device)
     pool = make_pool(exp.preset, data.folds, data.device, workers)
-    log.info("caviar mode: up to %d trials at once, %d worker process(es)", size, workers)
+    log.info("caviar mode: up to %d trials at once, %d worker process(es), memory budget %.0f MiB",
+             size, workers, budget / 2**20)
     running: dict[int, _Running] = {}
+    waiting: deque = deque()  # asked, but their memory would exceed the budget: they go next
+    used = {"bytes": 0}
+    fold0 = data.folds[0]
+
+    def cost(cfg: dict) -> int:
+        return len(data.folds) * member_bytes(cfg, exp.preset, fold0.input_shape, fold0.n_outputs)
 
     def leave(number: int) -> None:
         state = running.pop(number)
+        used["bytes"] -= cost(state.cfg)
         for k in range(state.folds):
             pool.remove((number, k))
 
     def fill() -> None:
         while len(running) < size:
-            job = runner.ask()
-            if job is None:
+            if waiting:
+                job, cfg = waiting[0]
+            else:
+                job = runner.ask()
+                if job is None:
+                    return
+                try:
+                    cfg = normalize(job.config)
+                except ConfigError as exc:
+                    runner.fail(job, str(exc))
+                    continue
+                waiting.append((job, cfg))
+            # The memory budget decides K: a member that would overflow it waits for a free slot
+            # (alone, it trains whatever its size: the budget never starves the study).
+            if running and used["bytes"] + cost(cfg) > budget:
                 return
-            try:
-                cfg = normalize(job.config)
-            except ConfigError as exc:
-                runner.fail(job, str(exc))
-                continue
+            waiting.popleft()
+            used["bytes"] += cost(cfg)
+            peak["members"] = max(peak["members"], len(running) + 1)
             running[job.number] = _Running(job, cfg, len(data.folds))
             for k in range(len(data.folds)):
                 pool.add((job.number, k), cfg, job.seed + k, k, exp.epochs)
@@ -134,10 +158,14 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None
             leave(number)
             runner.complete(job, value, attrs)
 
+    peak = {"members": 0, "estimate": 0, "observed": 0}
     try:
         fill()
         while running:
-            records, failed = pool.run_epoch()
+            with PeakMemory(data.device) as observed:
+                records, failed = pool.run_epoch()
+            if workers == 1 and used["bytes"] > peak["estimate"]:
+                peak["estimate"], peak["observed"] = used["bytes"], observed.bytes
             for (number, _), reason in failed.items():
                 if number in running:
                     state = running[number]
@@ -160,3 +188,8 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None
         raise
     finally:
         pool.close()
+        runner.study.set_user_attr("population", {
+            "max_members": peak["members"], "budget_bytes": budget, "workers": workers,
+            "estimated_bytes": peak["estimate"], "observed_peak_bytes": peak["observed"]})
+        log.info("caviar mode: at most %d trials at once; estimated %.1f MiB, observed peak %.1f MiB",
+                 peak["members"], peak["estimate"] / 2**20, peak["observed"] / 2**20)

@@ -47,6 +47,7 @@ class Experiment:
     engine: str = "auto"
     population: int | None = None
     workers: int | None = None
+    memory_mb: float | None = None
     grid_points: int = 3
     target: str | None = None
     download: bool = False
@@ -99,6 +100,8 @@ class Experiment:
             )
         if self.engine not in ENGINES:
             raise ConfigError(f"The 'engine' setting must be one of {list(ENGINES)}. Got {self.engine!r} instead.")
+        if self.memory_mb is not None and not (isinstance(self.memory_mb, (int, float)) and self.memory_mb > 0):
+            raise ConfigError(f"The 'memory_mb' setting must be a positive number of MiB. Got {self.memory_mb!r}.")
         if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ConfigError(f"The 'timeout' setting must be a positive number of seconds. Got {self.timeout!r}.")
         if not isinstance(self.params, Mapping):
