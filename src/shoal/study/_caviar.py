@@ -188,8 +188,9 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None
         raise
     finally:
         pool.close()
-        runner.study.set_user_attr("population", {
-            "max_members": peak["members"], "budget_bytes": budget, "workers": workers,
-            "estimated_bytes": peak["estimate"], "observed_peak_bytes": peak["observed"]})
+        if peak["members"]:  # a resumed study with nothing left to run keeps the earlier record
+            runner.study.set_user_attr("population", {
+                "max_members": peak["members"], "budget_bytes": budget, "workers": workers,
+                "estimated_bytes": peak["estimate"], "observed_peak_bytes": peak["observed"]})
         log.info("caviar mode: at most %d trials at once; estimated %.1f MiB, observed peak %.1f MiB",
                  peak["members"], peak["estimate"] / 2**20, peak["observed"] / 2**20)
