@@ -121,3 +121,16 @@ def test_memory_budget_decides_how_many_train_at_once(workdir):
     free = shoal.tune(data="digits", preset="mlp", strategy="random", trials=8, epochs=1, engine="population",
                       population=8, storage="n.db", progress=False, params=params)
     assert free.study.user_attrs["population"]["max_members"] == 8
+
+
+def test_cnn_population_study(workdir):
+    params = {"channels": 8, "conv_layers": 1, "width": 32, "batch_size": 64, "optimizer": "adam", "lr": 3e-3}
+    pop = shoal.tune(data="digits", preset="cnn", strategy="random", trials=2, epochs=2, engine="population",
+                     storage="c.db", progress=False, params=params)
+    assert [t.state for t in pop.study.trials] == [TrialState.COMPLETE] * 2
+    assert {t.user_attrs["engine"] for t in pop.study.trials} == {"population"}
+    auto = shoal.tune(data="digits", preset="cnn", strategy="random", trials=2, epochs=2, storage="a.db",
+                      progress=False, params=params)
+    assert {t.user_attrs["engine"] for t in auto.study.trials} == {"single"}  # CNNs on a CPU: single
+    for a, b in zip(pop.study.trials, auto.study.trials):
+        assert a.value == pytest.approx(b.value, abs=1e-4)

@@ -219,3 +219,16 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(workdir, settings, messag
 def test_user_objective_needs_a_space(workdir):
     with pytest.raises(ConfigError, match="needs its search space"):
         shoal.tune(quadratic, space=None, progress=False)
+
+
+def test_example_experiment_file_is_valid():
+    from pathlib import Path
+
+    from shoal.study import load_experiment
+
+    exp = load_experiment(Path(__file__).resolve().parents[2] / "examples" / "digits-mlp.toml")
+    space = exp.space()
+    assert (exp.strategy, exp.trials, exp.pruner) == ("tpe", 40, "median")
+    assert space["optimizer"].choices == ("adam", "momentum", "rmsprop")
+    assert (space["lr"].low, space["lr"].high, space["lr"].log) == (1e-4, 1e-1, True)
+    assert space["batch_size"].values() == [32, 64, 128, 256]
