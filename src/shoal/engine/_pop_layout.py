@@ -189,39 +189,34 @@ class Layout:
             return view
         return view[tuple(slice(0, n) for n in real)]
 
-    def load(self, states: list[dict[str, Any]]) -> None:
-        """Copy each member's own tensors (keyed by (layer, name)) into the stacked buffers."""
-        with torch.no_grad():
-            for l, b, name, o, size, shape in self._slots_with_layer():
+    def _member_views(self):
+        """(member row, state key, view of that member's own part) for every stacked tensor:
+        parameters with their optimizer state (keys ``name``, ``"M" + name``, ``"V" + name``) and
+        batch-norm running statistics."""
+        for l, b, name, o, size, shape in self._slots_with_layer():
+            for r in range(b.n):
+                real = self.real_shape(self.members[b.start + r], l, name)
+                for buf, prefix in ((self.P, ""), (self.M, "M"), (self.V, "V")):
+                    yield b.start + r, (prefix + name, l), self._views(buf, o, size, r, shape, real)
+        for l, b in self.all_buckets():
+            for name, buf in b.stats.items():
                 for r in range(b.n):
-                    st = states[b.start + r]
-                    real = self.real_shape(self.members[b.start + r], l, name)
-                    for buf, prefix in ((self.P, ""), (self.M, "M"), (self.V, "V")):
-                        t = st.get((prefix + name, l))
-                        if t is not None:
-                            self._views(buf, o, size, r, shape, real).copy_(t.reshape(real))
-            for l, b in self.all_buckets():
-                for name, buf in b.stats.items():
-                    for r in range(b.n):
-                        t = states[b.start + r].get((name, l))
-                        if t is not None:
-                            buf[r, : t.shape[0]].copy_(t)
+                    yield b.start + r, (name, l), buf[r, : self.members[b.start + r].specs[l][2]]
+
+    def load(self, states: list[dict[str, Any]]) -> None:
+        """Copy each member's own tensors (keyed by (name, layer)) into the stacked buffers."""
+        with torch.no_grad():
+            for k, key, view in self._member_views():
+                t = states[k].get(key)
+                if t is not None:
+                    view.copy_(t.reshape(view.shape))
 
     def save(self) -> list[dict[str, Any]]:
         """Each member's own tensors, cloned: the inverse of ``load``."""
         states: list[dict[str, Any]] = [{} for _ in self.members]
         with torch.no_grad():
-            for l, b, name, o, size, shape in self._slots_with_layer():
-                for r in range(b.n):
-                    st = states[b.start + r]
-                    real = self.real_shape(self.members[b.start + r], l, name)
-                    for buf, prefix in ((self.P, ""), (self.M, "M"), (self.V, "V")):
-                        st[(prefix + name, l)] = self._views(buf, o, size, r, shape, real).clone()
-            for l, b in self.all_buckets():
-                for name, buf in b.stats.items():
-                    for r in range(b.n):
-                        width = self.members[b.start + r].specs[l][2]
-                        states[b.start + r][(name, l)] = buf[r, :width].clone()
+            for k, key, view in self._member_views():
+                states[k][key] = view.clone()
         return states
 
     def _slots_with_layer(self):

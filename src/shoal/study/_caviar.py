@@ -92,6 +92,7 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None
     running: dict[int, _Running] = {}
     waiting: deque = deque()  # asked, but their memory would exceed the budget: they go next
     used = {"bytes": 0}
+    peak = {"members": 0, "estimate": 0, "observed": 0}  # recorded in the study at the end
     fold0 = data.folds[0]
 
     def cost(cfg: dict) -> int:
@@ -158,7 +159,6 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None
             leave(number)
             runner.complete(job, value, attrs)
 
-    peak = {"members": 0, "estimate": 0, "observed": 0}
     try:
         fill()
         while running:

@@ -80,10 +80,14 @@ class StudyRunner:
         self.deadline = time.monotonic() + timeout if timeout else None
         self.running: dict[int, Job] = {}
         self.recovered = self._recover_interrupted()
+        # Counted once from the storage, then kept up to date on each tell: re-reading every trial
+        # on each ask would make a study of n trials read O(n^2) rows.
+        self._finished = sum(1 for t in self.study.get_trials(deepcopy=False) if counted(t))
 
     # ------------------------------------------------------------------ budget
     def finished_count(self) -> int:
-        return sum(1 for t in self.study.get_trials(deepcopy=False) if counted(t))
+        """Trials that use up budget: those in the storage when this runner started, plus its own."""
+        return self._finished
 
     def remaining(self) -> int:
         if self.deadline is not None and time.monotonic() > self.deadline:
@@ -157,6 +161,8 @@ class StudyRunner:
     def _tell(self, job: Job, **kwargs: Any) -> None:
         frozen = self.study.tell(job.trial, **kwargs)
         self.running.pop(job.number, None)
+        if counted(frozen):
+            self._finished += 1
         if self.on_finish is not None:
             self.on_finish(frozen)
 
