@@ -35,7 +35,8 @@ class LocalPool:
         self.where: dict[Hashable, Hashable] = {}  # member key -> population key
         self.failed: dict[Hashable, str] = {}
 
-    def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int) -> None:
+    def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int,
+            start: Mapping[str, Any] | None = None) -> None:
         from shoal.engine._packer import group_key
         from shoal.engine._population import Population
 
@@ -46,7 +47,7 @@ class LocalPool:
                 self.populations[gk] = Population(self.family, data.input_shape, data.n_outputs, data.task,
                                                   batch_size=int(config["batch_size"]), device=self.device,
                                                   pad=self.pad)
-            self.populations[gk].add(key, config, seed, self.folds[fold], epochs)
+            self.populations[gk].add(key, config, seed, self.folds[fold], epochs, start)
             self.where[key] = gk
         except Exception as exc:  # reported at the next epoch, like any failure of this member
             self.failed[key] = f"{type(exc).__name__}: {exc}"
@@ -61,6 +62,10 @@ class LocalPool:
 
     def __len__(self) -> int:
         return len(self.where)
+
+    def snapshot(self, key: Hashable) -> dict[str, Any]:
+        """Member ``key``'s weights, optimizer state and position (see ``Population.snapshot``)."""
+        return self.populations[self.where[key]].snapshot(key)
 
     def run_epoch(self) -> tuple[dict, dict]:
         """One epoch of every member: (records by key, failure reasons by key)."""
@@ -102,6 +107,11 @@ def _worker(conn, family: str, folds: list[dict], device: str, pad: bool) -> Non
             pool.add(*msg[1:])
         elif op == "remove":
             pool.remove(msg[1])
+        elif op == "snapshot":
+            try:
+                conn.send(("ok", pool.snapshot(msg[1])))
+            except Exception as exc:
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))
         elif op == "epoch":
             conn.send(pool.run_epoch())
         elif op == "close":
@@ -136,7 +146,8 @@ class ProcessPool:
         self.load = [0.0] * workers
         self.where: dict[Hashable, tuple[int, float]] = {}
 
-    def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int) -> None:
+    def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int,
+            start: Mapping[str, Any] | None = None) -> None:
         from shoal.engine._packer import member_bytes
 
         try:
@@ -147,7 +158,7 @@ class ProcessPool:
         self.load[w] += cost
         self.where[key] = (w, cost)
         try:
-            self.conns[w].send(("add", key, dict(config), seed, fold, epochs))
+            self.conns[w].send(("add", key, dict(config), seed, fold, epochs, start))
         except (BrokenPipeError, OSError):
             pass  # the worker is gone: the next epoch reports this member as failed
 
@@ -164,6 +175,20 @@ class ProcessPool:
 
     def __len__(self) -> int:
         return len(self.where)
+
+    def snapshot(self, key: Hashable) -> dict[str, Any]:
+        """Member ``key``'s state, fetched from its worker (see ``Population.snapshot``)."""
+        from shoal._errors import TrialFailed
+
+        w, _ = self.where[key]
+        try:
+            self.conns[w].send(("snapshot", key))
+            status, value = self.conns[w].recv()
+        except (EOFError, BrokenPipeError, OSError) as exc:
+            raise TrialFailed(f"worker process {w} died before member {key!r} could be copied") from exc
+        if status != "ok":
+            raise TrialFailed(value)
+        return value
 
     def run_epoch(self) -> tuple[dict, dict]:
         busy = sorted({w for w, _ in self.where.values()})

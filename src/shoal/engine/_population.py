@@ -98,8 +98,12 @@ class Population:
         self._sources: dict[int, TensorData] = {}
 
     # ------------------------------------------------------------------ membership
-    def add(self, key: Hashable, config: Mapping[str, Any], seed: int, data: TensorData, epochs: int) -> None:
-        """Add a member at its epoch 0 (weights drawn as ``build_model`` draws them for ``seed``)."""
+    def add(self, key: Hashable, config: Mapping[str, Any], seed: int, data: TensorData, epochs: int,
+            start: Mapping[str, Any] | None = None) -> None:
+        """Add a member at its epoch 0 (weights drawn as ``build_model`` draws them for ``seed``), or
+        from ``start``, a ``snapshot`` of a member with the same layer shapes (PBT's exploit step,
+        resuming on another worker). The config may differ from the snapshot's in everything that
+        does not change a shape: learning rate, regularization, dropout, optimizer coefficients."""
         if key in self._members:
             raise ConfigError(f"The population already has a member {key!r}. Use a new key.")
         cfg = normalize(config)
@@ -109,12 +113,33 @@ class Population:
         if tuple(data.input_shape) != self.input_shape or data.task != self.task:
             raise ConfigError(f"Member {key!r} has data of shape {tuple(data.input_shape)} ({data.task}); "
                               f"the population takes {self.input_shape} ({self.task}).")
-        model = build_model(self.family, self.input_shape, self.n_outputs, cfg, seed)
         specs = member_specs(self.family, self.input_shape, self.n_outputs, cfg)
-        m = _Member(key, cfg, int(seed), data, int(epochs), specs,
-                    state={k: v.to(self.device) for k, v in _initial_state(model, self.family).items()})
+        if start is None:
+            model = build_model(self.family, self.input_shape, self.n_outputs, cfg, seed)
+            state, epoch, steps = _initial_state(model, self.family), 0, 0
+        else:
+            if tuple(start["specs"]) != specs or bool(start["bn"]) != (cfg["batch_norm"] != "none"):
+                raise ConfigError(f"Member {key!r} cannot start from a snapshot of another architecture: "
+                                  f"layers {tuple(start['specs'])} vs {specs}. Change only the learning rate, "
+                                  "regularization, dropout or optimizer coefficients when copying a member.")
+            state, epoch, steps = start["state"], int(start["epoch"]), int(start["steps"])
+        m = _Member(key, cfg, int(seed), data, int(epochs), specs, epoch=epoch, steps=steps,
+                    state={k: v.to(self.device, copy=True) for k, v in state.items()})
         self._unstack()
         self._members[key] = m
+
+    def snapshot(self, key: Hashable) -> dict[str, Any]:
+        """Everything member ``key`` needs to go on training elsewhere: its weights, optimizer
+        moments and batch-norm statistics (on the CPU), epoch, step count, config and seed."""
+        m = self._members[key]
+        if self._layout is not None:
+            k = self._layout.members.index(m)
+            state = self._layout.save_one(k)
+        else:
+            state = m.state
+        return {"state": {n: t.detach().to("cpu", copy=True) for n, t in state.items()}, "epoch": m.epoch,
+                "steps": m.steps, "config": dict(m.cfg), "seed": m.seed, "specs": m.specs,
+                "bn": m.cfg["batch_norm"] != "none"}
 
     def remove(self, key: Hashable) -> None:
         self._unstack()
