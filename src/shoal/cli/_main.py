@@ -32,7 +32,7 @@ def tune(
     experiment: Annotated[Optional[Path], typer.Argument(help="Experiment TOML file (flags override it).")] = None,
     data: Annotated[Optional[str], typer.Option(help="digits, mnist[:folder], fashion-mnist[:folder], x.csv or x.npz.")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Model preset: mlp or cnn.")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="grid, random, qmc, tpe, gp or cmaes.")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="grid, random, qmc, tpe, gp, cmaes, coarse-to-fine or pbt.")] = None,
     trials: Annotated[Optional[int], typer.Option(help="Total trials in the study (finished ones count).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs per trial.")] = None,
     metric: Annotated[Optional[str], typer.Option(help="val_loss (minimized) or val_acc (maximized).")] = None,
@@ -51,12 +51,24 @@ def tune(
     population: Annotated[Optional[int], typer.Option(help="Trials training at once in population mode.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes for populations (default 1: this "
                                                    "process with torch's threads).")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="Where populations train: local (this process), processes "
+                                                    "(--workers of them) or ray (a Ray cluster; default auto).")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address for --executor ray (as printed by "
+                                                   "`ray start --head`; default: a local Ray).")] = None,
     memory_mb: Annotated[Optional[float], typer.Option(help="Memory budget for populations in MiB (default: a "
                                                        "quarter of the free memory).")] = None,
     grid_points: Annotated[Optional[int], typer.Option(help="Values per continuous parameter for grid.")] = None,
     target: Annotated[Optional[str], typer.Option(help="CSV target column (default: the last).")] = None,
     download: Annotated[bool, typer.Option("--download", help="Download MNIST files when missing.")] = False,
     timeout: Annotated[Optional[float], typer.Option(help="Stop asking new trials after this many seconds.")] = None,
+    stages: Annotated[Optional[str], typer.Option(help="coarse-to-fine stages, e.g. 'qmc:0.4,tpe' (a count or "
+                                                  "share of --trials each; one stage takes the rest).")] = None,
+    top_fraction: Annotated[Optional[float], typer.Option(help="coarse-to-fine: share of finished trials each "
+                                                          "stage narrows around (default 0.2).")] = None,
+    pbt_interval: Annotated[Optional[int], typer.Option(help="pbt: epochs between exploit steps (default 2).")] = None,
+    pbt_quantile: Annotated[Optional[float], typer.Option(help="pbt: share of the population replaced at each "
+                                                          "step by copies of the top share (default 0.25).")] = None,
+    pbt_explore: Annotated[Optional[str], typer.Option(help="pbt: 'perturb' (x0.8 / x1.2) or 'resample'.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run (or resume) a tuning study. Running the same command again continues it."""
@@ -67,8 +79,9 @@ def tune(
 
     flags = dict(data=data, preset=preset, strategy=strategy, trials=trials, epochs=epochs, metric=metric,
                  storage=storage, study=study, seed=seed, pruner=pruner, val_fraction=val_fraction, folds=folds,
-                 patience=patience, device=device, engine=engine, population=population, workers=workers, memory_mb=memory_mb, grid_points=grid_points, target=target, timeout=timeout,
-                 download=download or None)
+                 patience=patience, device=device, engine=engine, population=population, workers=workers, executor=executor, address=address, memory_mb=memory_mb, grid_points=grid_points, target=target, timeout=timeout,
+                 download=download or None, stages=stages, top_fraction=top_fraction, pbt_interval=pbt_interval,
+                 pbt_quantile=pbt_quantile, pbt_explore=pbt_explore)
     params = dict(parse_override(p) for p in (param or []))
     if params:
         flags["params"] = params

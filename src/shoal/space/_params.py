@@ -68,6 +68,14 @@ class Param:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
+    def contains(self, value: Any) -> bool:  # pragma: no cover - abstract
+        """Whether ``value`` is one this parameter can take."""
+        raise NotImplementedError
+
+    def optuna_params(self, value: Any) -> dict[str, Any]:
+        """The Optuna params that make ``suggest`` return ``value`` (the inverse of ``suggest``)."""
+        return {self.name: value}
+
     def describe(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -132,6 +140,18 @@ class Float(Param):
         if self.off is not None and not trial.suggest_categorical(self.switch_name, [True, False]):
             return float(self.off)
         return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log, step=self.step)
+
+    def contains(self, value: Any) -> bool:
+        if self.off is not None and value == self.off:
+            return True
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+
+    def optuna_params(self, value: Any) -> dict[str, Any]:
+        if self.off is None:
+            return {self.name: value}
+        if value == self.off:
+            return {self.switch_name: False}
+        return {self.switch_name: True, self.name: value}
 
     def grid(self, points: int) -> list:
         if self.step is not None:
@@ -221,6 +241,13 @@ class Int(Param):
             return int(trial.suggest_categorical(self.name, self.values()))
         return trial.suggest_int(self.name, self.low, self.high, log=self.log, step=self.step)
 
+    def contains(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int) or not self.low <= value <= self.high:
+            return False
+        if self.pow2:
+            return value & (value - 1) == 0
+        return self.log or (value - self.low) % self.step == 0
+
     def grid(self, points: int) -> list:
         values = self.values() if self.pow2 or (self.high - self.low) // self.step < 64 else None
         if values is not None and len(values) <= points:
@@ -282,6 +309,12 @@ class Categorical(Param):
             return self.choices[0]
         return trial.suggest_categorical(self.name, list(self.choices))
 
+    def contains(self, value: Any) -> bool:
+        return any(type(c) is type(value) and c == value for c in self.choices)
+
+    def optuna_params(self, value: Any) -> dict[str, Any]:
+        return {} if len(self.choices) == 1 else {self.name: value}
+
     def grid(self, points: int) -> list:
         return list(self.choices)
 
@@ -307,6 +340,12 @@ class Fixed(Param):
         from optuna.distributions import CategoricalDistribution
 
         return CategoricalDistribution([self.value])
+
+    def contains(self, value: Any) -> bool:
+        return type(value) is type(self.value) and value == self.value
+
+    def optuna_params(self, value: Any) -> dict[str, Any]:
+        return {}
 
     def grid(self, points: int) -> list:
         return [self.value]

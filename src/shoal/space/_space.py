@@ -193,6 +193,25 @@ class Space:
 
         return self.sample(FixedTrial(dict(params)))
 
+    def contains(self, config: Mapping[str, Any]) -> bool:
+        """Whether this space can produce ``config``: every active parameter's value is allowed."""
+        seen: dict[str, Any] = {}
+        for p in self._params.values():
+            if p.active(seen):
+                if p.name not in config or not p.contains(config[p.name]):
+                    return False
+                seen[p.name] = config[p.name]
+        return True
+
+    def params_from_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The Optuna params that make ``sample`` return ``config``: the inverse of
+        ``config_from_params`` (used to enqueue a configuration chosen elsewhere)."""
+        params: dict[str, Any] = {}
+        for p in self._params.values():
+            if p.name in config and p.active(config):
+                params.update(p.optuna_params(config[p.name]))
+        return params
+
     def grid(self, points: int = 3) -> dict[str, list]:
         """A grid for Optuna's GridSampler: every searched parameter with a few values."""
         grid: dict[str, list] = {}

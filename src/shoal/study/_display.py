@@ -77,6 +77,16 @@ class Progress:
         )
         self._progress.update(self._task, best=f"best {self.metric}: [green]{best}[/]{extra}")
 
+    def note(self, text: str) -> None:
+        """A message above the bar (a new stage and its narrowed ranges, ...)."""
+        if self.enabled:
+            self._progress.console.print(text, highlight=False)
+
+    def stage(self, index: int, strategy: str, trials: int, space: str) -> None:
+        """Coarse-to-fine: stage ``index`` starts; show the space it searches."""
+        lines = "\n".join(f"  {line}" for line in space.splitlines())
+        self.note(f"[bold]stage {index + 1}[/]: {strategy}, {trials} trials, in the narrowed space:\n{lines}")
+
     def finished(self, trial: optuna.trial.FrozenTrial) -> None:
         from shoal.study._runner import counted
 

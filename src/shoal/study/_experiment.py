@@ -18,6 +18,7 @@ __all__ = ["Experiment", "load_experiment", "resolve_storage"]
 
 METRIC_DIRECTIONS = {"val_loss": "minimize", "val_acc": "maximize"}
 ENGINES = ("auto", "population", "single")
+EXECUTORS = ("auto", "local", "processes", "ray")
 
 
 @dataclass
@@ -47,11 +48,18 @@ class Experiment:
     engine: str = "auto"
     population: int | None = None
     workers: int | None = None
+    executor: str = "auto"
+    address: str | None = None
     memory_mb: float | None = None
     grid_points: int = 3
     target: str | None = None
     download: bool = False
     timeout: float | None = None
+    stages: list[str] | None = None
+    top_fraction: float = 0.2
+    pbt_interval: int = 2
+    pbt_quantile: float = 0.25
+    pbt_explore: str = "perturb"
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -98,20 +106,60 @@ class Experiment:
                 f"The 'test_fraction' setting must be in [0, 1) and leave data for training "
                 f"(val_fraction + test_fraction < 1). Got {self.test_fraction!r}."
             )
+        self._validate_executor()
         if self.engine not in ENGINES:
             raise ConfigError(f"The 'engine' setting must be one of {list(ENGINES)}. Got {self.engine!r} instead.")
         if self.memory_mb is not None and not (isinstance(self.memory_mb, (int, float)) and self.memory_mb > 0):
             raise ConfigError(f"The 'memory_mb' setting must be a positive number of MiB. Got {self.memory_mb!r}.")
         if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ConfigError(f"The 'timeout' setting must be a positive number of seconds. Got {self.timeout!r}.")
+        self._validate_strategy_settings()
         if not isinstance(self.params, Mapping):
             raise ConfigError(f"The 'params' (or [space]) section must be a table. Got {self.params!r} instead.")
+
+    def _validate_strategy_settings(self) -> None:
+        """Coarse-to-fine stages and PBT's schedule."""
+        if self.stages is not None or self.strategy == "coarse-to-fine":
+            from shoal.study._stages import parse_stages
+
+            if self.stages is not None and self.strategy != "coarse-to-fine":
+                raise ConfigError(f"The 'stages' setting belongs to the coarse-to-fine strategy; this "
+                                  f"experiment's strategy is {self.strategy!r}. Drop 'stages' or use "
+                                  "--strategy coarse-to-fine.")
+            parse_stages(self.stages, self.trials)
+        if isinstance(self.top_fraction, bool) or not isinstance(self.top_fraction, (int, float)) \
+                or not 0 < self.top_fraction <= 1:
+            raise ConfigError(f"The 'top_fraction' setting must be in (0, 1]. Got {self.top_fraction!r} instead.")
+        if isinstance(self.pbt_interval, bool) or not isinstance(self.pbt_interval, int) or self.pbt_interval < 1:
+            raise ConfigError(f"The 'pbt_interval' setting must be an integer >= 1 (epochs between PBT's "
+                              f"exploit steps). Got {self.pbt_interval!r} instead.")
+        if isinstance(self.pbt_quantile, bool) or not isinstance(self.pbt_quantile, (int, float)) \
+                or not 0 < self.pbt_quantile <= 0.5:
+            raise ConfigError(f"The 'pbt_quantile' setting must be in (0, 0.5] (the share of the population "
+                              f"replaced at each step). Got {self.pbt_quantile!r} instead.")
+        if self.pbt_explore not in ("perturb", "resample"):
+            raise ConfigError(f"The 'pbt_explore' setting must be 'perturb' (multiply by 0.8 or 1.2) or "
+                              f"'resample'. Got {self.pbt_explore!r} instead.")
+
+    def _validate_executor(self) -> None:
+        """Where populations train: this process, worker processes, or a Ray cluster."""
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"The 'executor' setting must be one of {list(EXECUTORS)}. Got {self.executor!r} instead.")
+        if self.address is not None and self.executor != "ray":
+            raise ConfigError(f"The 'address' setting is a Ray cluster's address; it needs executor 'ray'. "
+                              f"Got executor {self.executor!r}. Add --executor ray, or drop --address.")
+        if self.executor == "local" and self.workers not in (None, 1):
+            raise ConfigError(f"The 'local' executor trains in this process; 'workers' must be 1 or unset with it. "
+                              f"Got {self.workers!r}. Use --executor processes or ray for more workers.")
+        if self.executor == "ray" and self.engine == "single":
+            raise ConfigError("The 'ray' executor runs populations; engine 'single' trains one model at a time in "
+                              "this process. Use --engine population (or auto) with --executor ray.")
 
     def resolved_engine(self, device: str) -> str:
         """``auto`` trains populations, except CNNs on a CPU, where batching was measured slower."""
         if self.engine != "auto":
             return self.engine
-        if self.preset == "cnn" and not str(device).startswith("cuda"):
+        if self.preset == "cnn" and not str(device).startswith("cuda") and self.executor != "ray":
             return "single"
         return "population"
 

@@ -7,6 +7,8 @@ alone talks to the storage; engines never see it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import time
 import traceback
@@ -70,7 +72,7 @@ class StudyRunner:
 
     def __init__(self, study: optuna.Study, space: Space, *, trials: int, metric: str = "value",
                  seed: int = 0, timeout: float | None = None,
-                 on_finish: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> None:
+                 on_finish: Callable[[optuna.trial.FrozenTrial], None] | None = None, planner: Any = None) -> None:
         self.study = study
         self.space = space
         self.trials = trials
@@ -79,7 +81,10 @@ class StudyRunner:
         self.on_finish = on_finish
         self.deadline = time.monotonic() + timeout if timeout else None
         self.running: dict[int, Job] = {}
+        self.stop_requested = False  # set by a first Ctrl-C (see ``stop_on_interrupt``)
         self.recovered = self._recover_interrupted()
+        self.planner = planner  # chooses configurations itself (coarse-to-fine stages), or None
+        self._waiting = len(self.study.get_trials(deepcopy=False, states=(_state("WAITING"),)))
         # Counted once from the storage, then kept up to date on each tell: re-reading every trial
         # on each ask would make a study of n trials read O(n^2) rows.
         self._finished = sum(1 for t in self.study.get_trials(deepcopy=False) if counted(t))
@@ -106,15 +111,63 @@ class StudyRunner:
         for t in stale:
             self.study._storage.set_trial_user_attr(t._trial_id, "fail_reason", INTERRUPTED)
             self.study.tell(t.number, state=TrialState.FAIL)
-            self.study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            self.study.enqueue_trial(t.params, user_attrs=_retry_attrs(t), skip_if_exists=False)
         return len(stale)
+
+    # ------------------------------------------------------------------ Ctrl-C
+    @contextlib.contextmanager
+    def stop_on_interrupt(self):
+        """A first SIGINT (Ctrl-C) lets every running trial finish its epoch: the next ``report`` or
+        ``ask`` raises KeyboardInterrupt there, between two storage writes, and the engine marks its
+        running trials interrupted (``interrupt``) so the next run trains them again. A second
+        SIGINT stops at once. Outside the main thread (where signals cannot be caught) it does nothing.
+        """
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_sigint(signum, frame):
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            self.stop_requested = True
+            logging.getLogger("shoal").warning(
+                "interrupted: finishing the current epoch, then recording the running trials as "
+                "interrupted (Ctrl-C again stops at once)")
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _check_stop(self) -> None:
+        if self.stop_requested:
+            raise KeyboardInterrupt
 
     # ------------------------------------------------------------------ ask / tell
     def ask(self) -> Job | None:
         """The next job, or None when the budget (or time) is used up."""
+        self._check_stop()
         if self.remaining() <= 0:
             return None
+        planned = None
+        if self._waiting:  # queued earlier (retries of interrupted trials) go first
+            self._waiting -= 1
+        elif self.planner is not None:
+            planned = self.planner.propose(len(self.running))
+            if not isinstance(planned, tuple):  # every stage asked, or waiting for a stage to finish
+                return None
+            stage, planned_config, _ = planned
+            self.study.enqueue_trial(self.space.params_from_config(planned_config), user_attrs={"stage": stage},
+                                     skip_if_exists=False)
         trial = self.study.ask()
+        if planned is not None:
+            self.planner.attach(trial.number, planned[0], planned[2])
+        elif self.planner is not None and "stage" in trial.user_attrs:
+            self.planner.retried(trial.user_attrs["stage"])
         try:
             config = self.space.sample(trial)
         except ConfigError:
@@ -130,8 +183,10 @@ class StudyRunner:
     def report(self, job: Job, epoch: int, value: float) -> bool:
         """Report the metric after ``epoch`` (1-based); True means the pruner says stop."""
         if value is None or not math.isfinite(value):
+            self._check_stop()
             return False
         job.trial.report(float(value), step=epoch)
+        self._check_stop()
         return job.trial.should_prune()
 
     def _attrs(self, job: Job, attrs: dict[str, Any] | None) -> None:
@@ -153,16 +208,26 @@ class StudyRunner:
         self._tell(job, state=_state("FAIL"))
 
     def interrupt(self, job: Job) -> None:
-        """The run was stopped by the user: fail it as interrupted and queue it again."""
+        """The run was stopped by the user: fail it as interrupted and queue it again.
+
+        A trial the storage already holds as finished (a second Ctrl-C can land between its tell
+        and this runner's bookkeeping) is left as it is.
+        """
+        if self.study._storage.get_trial(job.trial._trial_id).state.is_finished():
+            self.running.pop(job.number, None)
+            return
         job.trial.set_user_attr("fail_reason", INTERRUPTED)
         self._tell(job, state=_state("FAIL"))
-        self.study.enqueue_trial(job.trial.params, user_attrs={"retry_of": job.number}, skip_if_exists=False)
+        self.study.enqueue_trial(job.trial.params, user_attrs=_retry_attrs(job.trial), skip_if_exists=False)
+        self._waiting += 1
 
     def _tell(self, job: Job, **kwargs: Any) -> None:
         frozen = self.study.tell(job.trial, **kwargs)
         self.running.pop(job.number, None)
         if counted(frozen):
             self._finished += 1
+        if self.planner is not None:
+            self.planner.tell(frozen)
         if self.on_finish is not None:
             self.on_finish(frozen)
 
@@ -204,6 +269,12 @@ class StudyRunner:
                 self.fail(job, f"{type(exc).__name__}: {exc}", {"traceback": traceback.format_exc()[-4000:]})
                 continue
             self.complete(job, value, extra)
+
+
+def _retry_attrs(trial: Any) -> dict[str, Any]:
+    """What a re-run of an interrupted trial carries: the trial it repeats, and its stage."""
+    stage = trial.user_attrs.get("stage")
+    return {"retry_of": trial.number, **({"stage": stage} if stage is not None else {})}
 
 
 def _state(name: str):

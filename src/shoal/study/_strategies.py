@@ -21,6 +21,8 @@ STRATEGIES = {
     "tpe": "Tree-structured Parzen Estimator (Bayesian, handles conditional parameters)",
     "gp": "Gaussian-process Bayesian optimization",
     "cmaes": "CMA-ES evolution strategy (categorical parameters sampled at random)",
+    "coarse-to-fine": "stages: a wide quasi-random search, then TPE in ranges narrowed around the best (--stages)",
+    "pbt": "population-based training: the worst copy the best's weights and perturb their settings",
 }
 
 PRUNERS = {
@@ -60,8 +62,11 @@ def make_sampler(name: str, *, seed: int, space: Space | None = None, grid_point
         if not grid:
             raise ConfigError("The grid strategy found nothing to search: every parameter is fixed.")
         return _GridSampler(grid, seed=seed)
-    if name == "random":
+    if name in ("random", "pbt"):  # PBT's first generation is random
         return optuna.samplers.RandomSampler(seed=seed)
+    if name == "coarse-to-fine":
+        raise ConfigError("coarse-to-fine chooses its samplers per stage (shoal.study._stages); "
+                          "it has no single Optuna sampler.")
     if name == "qmc":
         return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
                                           warn_independent_sampling=False, warn_asynchronous_seeding=False)

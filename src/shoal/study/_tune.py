@@ -140,7 +140,9 @@ def _run(exp: Experiment, space: Space, direction: str, metric: str, body: Calla
     from shoal.study._runner import StudyRunner
     from shoal.study._strategies import make_pruner, make_sampler
 
-    sampler = make_sampler(exp.strategy, seed=exp.seed, space=space, grid_points=exp.grid_points)
+    staged = exp.strategy == "coarse-to-fine"
+    sampler = make_sampler("random" if staged else exp.strategy, seed=exp.seed, space=space,
+                           grid_points=exp.grid_points)
     pruner = make_pruner(exp.pruner, epochs=exp.epochs)
     trials = exp.trials
     if exp.strategy == "grid":
@@ -151,12 +153,18 @@ def _run(exp: Experiment, space: Space, direction: str, metric: str, body: Calla
     study.set_user_attr("shoal", {**{k: v for k, v in exp.to_dict().items() if k != "params"},
                                   "metric": metric, "space": space.describe(), **attrs})
     display = Progress(trials, direction, metric, console=console, enabled=progress)
+    planner = None
+    if staged:
+        from shoal.study._stages import StagePlanner, parse_stages
+
+        planner = StagePlanner(study, space, parse_stages(exp.stages, trials), seed=exp.seed,
+                               top_fraction=exp.top_fraction, grid_points=exp.grid_points, on_stage=display.stage)
     runner = StudyRunner(study, space, trials=trials, metric=metric, seed=exp.seed, timeout=exp.timeout,
-                         on_finish=display.finished)
+                         on_finish=display.finished, planner=planner)
     display.resume(study, done=runner.finished_count())
     logging.getLogger("shoal").info("study %s: %d trials finished before this run", study.study_name,
                                     runner.finished_count())
-    with display:
+    with display, runner.stop_on_interrupt():
         body(runner)
     best_params, best_value, best_trial = _best(study)
     return TuneResult(best_params, best_value, best_trial, study, exp)
