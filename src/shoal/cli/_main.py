@@ -201,6 +201,9 @@ def space(
     console.print(s.describe(), highlight=False)
 
 
+from shoal.cli import _panda  # noqa: E402,F401  (babysit, control, fork, lr-find)
+
+
 def main() -> None:
     """Entry point: bad input ends with one clear paragraph and exit code 2, no traceback."""
     try:
