@@ -118,9 +118,10 @@ class Population:
             model = build_model(self.family, self.input_shape, self.n_outputs, cfg, seed)
             state, epoch, steps = _initial_state(model, self.family), 0, 0
         else:
-            if tuple(start["specs"]) != specs or bool(start["bn"]) != (cfg["batch_norm"] != "none"):
+            if tuple(start["specs"]) != specs or start["config"]["batch_norm"] != cfg["batch_norm"]:
                 raise ConfigError(f"Member {key!r} cannot start from a snapshot of another architecture: "
-                                  f"layers {tuple(start['specs'])} vs {specs}. Change only the learning rate, "
+                                  f"layers {tuple(start['specs'])} vs {specs}, batch norm "
+                                  f"{start['config']['batch_norm']!r} vs {cfg['batch_norm']!r}. Change only the learning rate, "
                                   "regularization, dropout or optimizer coefficients when copying a member.")
             state, epoch, steps = start["state"], int(start["epoch"]), int(start["steps"])
         m = _Member(key, cfg, int(seed), data, int(epochs), specs, epoch=epoch, steps=steps,
@@ -138,8 +139,7 @@ class Population:
         else:
             state = m.state
         return {"state": {n: t.detach().to("cpu", copy=True) for n, t in state.items()}, "epoch": m.epoch,
-                "steps": m.steps, "config": dict(m.cfg), "seed": m.seed, "specs": m.specs,
-                "bn": m.cfg["batch_norm"] != "none"}
+                "steps": m.steps, "config": dict(m.cfg), "seed": m.seed, "specs": m.specs}
 
     def remove(self, key: Hashable) -> None:
         self._unstack()

@@ -51,6 +51,8 @@ class _Running:
     histories: list[list] = field(default_factory=list)  # per fold: list of EpochRecord
     best: float = math.inf
     since_best: int = 0
+    bracket: int = 0  # successive halving / Hyperband: the trial's bracket and its rung decisions
+    rungs: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.histories = [[] for _ in range(self.folds)]
@@ -59,7 +61,10 @@ class _Running:
 def _attrs(state: _Running, device: str) -> dict[str, Any]:
     from shoal.study._builtin import trial_attrs
 
-    return trial_attrs(state.histories, device, "population")
+    attrs = trial_attrs(state.histories, device, "population")
+    if state.rungs:
+        attrs["rungs"] = state.rungs
+    return attrs
 
 
 def default_workers(exp: Experiment, device: str) -> int:
@@ -77,7 +82,7 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None
     """Train a study's trials as populations until the budget is spent."""
     from shoal.engine import normalize
     from shoal.engine._config import diverged
-    from shoal.engine._pool import make_pool
+    from shoal.engine._pool import LocalPool, make_pool
 
     from collections import deque
 
@@ -86,9 +91,20 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None
     size = default_population_size(exp)
     workers = default_workers(exp, data.device)
     budget = int(exp.memory_mb * 2**20) if exp.memory_mb else default_budget(data.device)
-    pool = make_pool(exp.preset, data.folds, data.device, workers)
+    # On Ray the cluster decides the device ("auto": its GPUs if any) and, unless asked, the workers.
+    remote = exp.executor in ("ray", "processes")
+    pool = make_pool(exp.preset, data.folds, exp.device if exp.executor == "ray" else data.device,
+                     exp.workers if remote else workers, executor=exp.executor, address=exp.address)
+    workers = getattr(pool, "workers", workers)
     log.info("caviar mode: up to %d trials at once, %d worker process(es), memory budget %.0f MiB",
              size, workers, budget / 2**20)
+    halving = None  # successive halving / Hyperband decided per cohort (see _halving)
+    if exp.pruner in ("sha", "hyperband"):
+        from shoal.study._halving import Halving
+
+        halving = Halving(exp.epochs, maximize=exp.direction == "maximize", hyperband=exp.pruner == "hyperband")
+        halving.restore(runner.study.get_trials(deepcopy=False))
+    cohort: list[tuple[int, int, int, float]] = []  # (trial, bracket, epoch, value) at a rung this round
     running: dict[int, _Running] = {}
     waiting: deque = deque()  # asked, but their memory would exceed the budget: they go next
     used = {"bytes": 0}
@@ -126,6 +142,9 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None
             used["bytes"] += cost(cfg)
             peak["members"] = max(peak["members"], len(running) + 1)
             running[job.number] = _Running(job, cfg, len(data.folds))
+            if halving is not None:
+                running[job.number].bracket = halving.bracket(job.number)
+                job.trial.set_user_attr("bracket", running[job.number].bracket)
             for k in range(len(data.folds)):
                 pool.add((job.number, k), cfg, job.seed + k, k, exp.epochs)
 
@@ -143,7 +162,7 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None
                              f"{r.val_loss} (learning rate {r.lr:.3g}); try a smaller learning rate", attrs)
             return
         value = float(np.mean([getattr(r, exp.metric) for r in last]))
-        if runner.report(job, epoch, value):
+        if runner.report(job, epoch, value, ask_pruner=halving is None):
             attrs = _attrs(state, data.device)
             leave(number)
             runner.prune(job, attrs)
@@ -158,13 +177,28 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None
             attrs = _attrs(state, data.device)
             leave(number)
             runner.complete(job, value, attrs)
+        elif halving is not None and epoch in halving.rungs(state.bracket) and math.isfinite(value):
+            cohort.append((number, state.bracket, epoch, value))
+
+    def decide_rungs() -> None:
+        """Members that reached a rung this round are ranked together; those below the cutoff stop."""
+        for d in halving.decide(cohort):
+            state = running.get(d.number)
+            if state is None:
+                continue
+            state.rungs.append(d.record())
+            if not d.keep:
+                attrs = _attrs(state, data.device)
+                leave(d.number)
+                runner.prune(state.job, attrs)
+        cohort.clear()
 
     try:
         fill()
         while running:
             with PeakMemory(data.device) as observed:
                 records, failed = pool.run_epoch()
-            if workers == 1 and used["bytes"] > peak["estimate"]:
+            if isinstance(pool, LocalPool) and used["bytes"] > peak["estimate"]:
                 peak["estimate"], peak["observed"] = used["bytes"], observed.bytes
             for (number, _), reason in failed.items():
                 if number in running:
@@ -181,10 +215,15 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None
                 state = running.get(number)
                 if state is not None and len({len(h) for h in state.histories}) == 1:
                     handle(number)
+            if cohort:
+                decide_rungs()
+            runner.check_stop()  # a Ctrl-C stops here, with every member's epoch recorded
             fill()
     except KeyboardInterrupt:
         for state in list(running.values()):
             runner.interrupt(state.job)
+        for job, _ in waiting:  # asked, not yet training: they run again next time too
+            runner.interrupt(job)
         raise
     finally:
         pool.close()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from shoal._errors import ConfigError
+from shoal.study._shared import Heartbeat, is_shared, stale_trial_numbers, used_budget
 
 if TYPE_CHECKING:
     import optuna
@@ -81,6 +82,11 @@ class StudyRunner:
         self.on_finish = on_finish
         self.deadline = time.monotonic() + timeout if timeout else None
         self.running: dict[int, Job] = {}
+        # On a database server several drivers may share the study: heartbeats tell their running
+        # trials from those of a dead driver, and the budget is re-counted from the storage.
+        self._heartbeat = None
+        if is_shared(study):
+            self._heartbeat = Heartbeat(self)
         self.stop_requested = False  # set by a first Ctrl-C (see ``stop_on_interrupt``)
         self.recovered = self._recover_interrupted()
         self.planner = planner  # chooses configurations itself (coarse-to-fine stages), or None
@@ -103,24 +109,33 @@ class StudyRunner:
         """Trials left RUNNING by a killed process: mark them failed ('interrupted') and queue their
         configuration again, so the study runs them anew and none is lost or counted twice.
 
-        Assumes one driver per study; several drivers on one storage need heartbeats (see docs).
+        On a shared storage (a database server, see ``_shared``) only trials without a heartbeat for
+        GRACE_S seconds are stale: the others belong to drivers that run now.
         """
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
         stale = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if self._heartbeat is not None:
+            dead = stale_trial_numbers(self.study)
+            stale = [t for t in stale if t.number in dead]
         for t in stale:
-            self.study._storage.set_trial_user_attr(t._trial_id, "fail_reason", INTERRUPTED)
-            self.study.tell(t.number, state=TrialState.FAIL)
+            try:
+                self.study._storage.set_trial_user_attr(t._trial_id, "fail_reason", INTERRUPTED)
+                self.study.tell(t.number, state=TrialState.FAIL)
+            except UpdateFinishedTrialError:  # another driver recovered it first
+                continue
             self.study.enqueue_trial(t.params, user_attrs=_retry_attrs(t), skip_if_exists=False)
         return len(stale)
 
     # ------------------------------------------------------------------ Ctrl-C
     @contextlib.contextmanager
     def stop_on_interrupt(self):
-        """A first SIGINT (Ctrl-C) lets every running trial finish its epoch: the next ``report`` or
-        ``ask`` raises KeyboardInterrupt there, between two storage writes, and the engine marks its
-        running trials interrupted (``interrupt``) so the next run trains them again. A second
-        SIGINT stops at once. Outside the main thread (where signals cannot be caught) it does nothing.
+        """A first SIGINT (Ctrl-C) lets every running trial finish its epoch: engines call
+        ``check_stop`` once an epoch is reported (``ask`` calls it too), which raises KeyboardInterrupt
+        there, between two storage writes; the engine then marks its running trials interrupted
+        (``interrupt``) so the next run trains them again. A second SIGINT stops at once. Outside the
+        main thread (where signals cannot be caught) it does nothing.
         """
         import signal
         import threading
@@ -143,16 +158,19 @@ class StudyRunner:
         finally:
             signal.signal(signal.SIGINT, previous)
 
-    def _check_stop(self) -> None:
+    def check_stop(self) -> None:
+        """Raise KeyboardInterrupt if a Ctrl-C asked to stop (call between epochs, never mid-write)."""
         if self.stop_requested:
             raise KeyboardInterrupt
 
     # ------------------------------------------------------------------ ask / tell
     def ask(self) -> Job | None:
         """The next job, or None when the budget (or time) is used up."""
-        self._check_stop()
+        self.check_stop()
         if self.remaining() <= 0:
             return None
+        if self._heartbeat is not None and used_budget(self.study) >= self.trials:
+            return None  # the other drivers' trials fill the budget
         planned = None
         if self._waiting:  # queued earlier (retries of interrupted trials) go first
             self._waiting -= 1
@@ -168,26 +186,46 @@ class StudyRunner:
             self.planner.attach(trial.number, planned[0], planned[2])
         elif self.planner is not None and "stage" in trial.user_attrs:
             self.planner.retried(trial.user_attrs["stage"])
+        return self._start(trial)
+
+    def _start(self, trial: optuna.trial.Trial, seed: int | None = None) -> Job:
+        if self._heartbeat is not None:
+            self._heartbeat.beat(trial._trial_id)
         try:
             config = self.space.sample(trial)
         except ConfigError:
             self.study.tell(trial, state=_state("FAIL"))
             raise
-        seed = trial_seed(self.seed, trial.number)
+        seed = trial_seed(self.seed, trial.number) if seed is None else int(seed)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("config", config)
         job = Job(trial, config, seed, time.perf_counter())
         self.running[trial.number] = job
         return job
 
-    def report(self, job: Job, epoch: int, value: float) -> bool:
-        """Report the metric after ``epoch`` (1-based); True means the pruner says stop."""
+    def spawn(self, config: dict[str, Any], attrs: dict[str, Any] | None = None, seed: int | None = None) -> Job:
+        """A trial for a configuration the engine chose itself (PBT's copies), outside the budget:
+        stored as ordinary params of the space, with ``attrs`` as user attributes."""
+        if self._waiting:
+            raise RuntimeError("spawn() while retries are queued: take them first with take_waiting()")
+        self.study.enqueue_trial(self.space.params_from_config(config), user_attrs=attrs or {}, skip_if_exists=False)
+        return self._start(self.study.ask(), seed)
+
+    def take_waiting(self) -> list[Job]:
+        """Every queued retry of an interrupted trial, started now (whoever resumes them decides)."""
+        jobs = []
+        while self._waiting:
+            self._waiting -= 1
+            jobs.append(self._start(self.study.ask()))
+        return jobs
+
+    def report(self, job: Job, epoch: int, value: float, ask_pruner: bool = True) -> bool:
+        """Report the metric after ``epoch`` (1-based); True means the pruner says stop (asked only
+        with ``ask_pruner``: populations decide successive halving themselves)."""
         if value is None or not math.isfinite(value):
-            self._check_stop()
             return False
         job.trial.report(float(value), step=epoch)
-        self._check_stop()
-        return job.trial.should_prune()
+        return ask_pruner and job.trial.should_prune()
 
     def _attrs(self, job: Job, attrs: dict[str, Any] | None) -> None:
         job.trial.set_user_attr("seconds", round(time.perf_counter() - job.started, 4))

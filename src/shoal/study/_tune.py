@@ -111,6 +111,11 @@ def tune(
     data = prepare_data(exp)
     engine = exp.resolved_engine(data.device)
     body = run_caviar if engine == "population" else run_builtin
+    if exp.strategy == "pbt":
+        if engine != "population":
+            raise ConfigError("PBT copies weights between members of a population: use --engine population "
+                              "(or auto) with --strategy pbt.")
+        from shoal.study._pbt import run_pbt as body
     return _run(exp, tuned_space, exp.direction, exp.metric, lambda runner: body(runner, exp, data),
                 progress, console, attrs={"data": data.description, "device": data.device, "engine": engine})
 
