@@ -14,6 +14,7 @@ from __future__ import annotations
 from shoal._errors import ConfigError, Diverged, MissingDependencyError, ShoalError, TrialFailed
 from shoal.space import Categorical, Fixed, Float, Int, Space, preset
 from shoal.study import Experiment, TuneResult, load_experiment, tune
+from shoal.panda import babysit  # panda mode: one model, watched and steered
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ __all__ = [
     "TrialFailed",
     "TuneResult",
     "__version__",
+    "babysit",
     "load_experiment",
     "preset",
     "tune",

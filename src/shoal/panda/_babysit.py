@@ -339,8 +339,10 @@ def _resume(st, frozen, prepared_hint, *, poll, progress, console, on_epoch) -> 
     later = [e for e in frozen.user_attrs.get("events", []) if e.get("id") and e["id"] not in known]
     trainer.replay = sorted((e for e in later if e["what"] in ("set_lr", "multiply_lr")),
                             key=lambda e: (e["epoch"], e["step"]))
-    trainer.applied += [e["id"] for e in later if e["what"] not in ("set_lr", "multiply_lr")]
-    trainer.event("resume", path.name if path else None, source="crash")
+    trainer.applied += [e["id"] for e in later]  # replayed ones too: the channel must not apply them again
+    trainer.event("resume", path.name if path else None, source="crash",
+                  not_repeated=[{k: e.get(k) for k in ("what", "epoch", "step", "id")} for e in later
+                                if e["what"] not in ("set_lr", "multiply_lr")])
     _start_attrs(st, frozen._trial_id, trainer, settings, folder, prepared.device, frozen.user_attrs.get("lineage"))
     return _drive(st, frozen._trial_id, frozen.number, trainer, folder, prepared.device, exp.metric,
                   frozen.user_attrs.get("lineage"), poll=poll, progress=progress, console=console, on_epoch=on_epoch)

@@ -100,7 +100,8 @@ class Trainer:
         self.records: list[EpochRecord] = []
         self.events: list[dict[str, Any]] = []
         self.applied: list[str] = []  # ids of control commands already applied
-        self.replay: list[dict[str, Any]] = []  # events to apply again at their (epoch, step) after a resume
+        # Events to apply again at their (epoch, step) after a resume; their ids are in ``applied``.
+        self.replay: list[dict[str, Any]] = []
         self.on_checkpoint: Callable[[Trainer], str] | None = None
         self.last_lr = self.lr
         self._partial: dict[str, Any] | None = None
@@ -205,8 +206,6 @@ class Trainer:
             elif e["what"] == "multiply_lr":
                 self.scale *= float(e["value"])
             self.events.append(dict(e))
-            if e.get("id"):
-                self.applied.append(e["id"])
 
     # ------------------------------------------------------------------ training
     def run(self, *, control: Callable[[Trainer], None] | None = None,
