@@ -153,8 +153,10 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:
         return a
 
     def spawn(slot: int, cfg: dict, seed_from: _Member | None, start: dict | None, extra: dict) -> _Member:
-        job = runner.spawn(cfg, extra)
-        seed = job.seed
+        # the copy's seed (data order, dropout from here on) depends on its slot and epoch only, so a
+        # resumed run, whose trial numbers differ, draws what an uninterrupted run draws
+        seed = int(np.random.SeedSequence([exp.seed, slot, epoch]).generate_state(1)[0] & 0x7FFFFFFF)
+        job = runner.spawn(cfg, extra, seed=seed)
         schedule = list(seed_from.schedule) if seed_from is not None else []
         schedule.append({"from_epoch": epoch, "seed": seed, "config": cfg})
         job.trial.set_user_attr("schedule", schedule)

@@ -1,0 +1,139 @@
+"""Population-based training: exploring, copying, lineage, replay of the best schedule, and resume
+from the population checkpoint after a SIGKILL."""
+
+from __future__ import annotations
+
+import collections
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import optuna
+import pytest
+
+import shoal
+from shoal._errors import ConfigError
+from shoal.space import preset
+from shoal.study._pbt import checkpoint_path, explore, mutable_params, replay, schedule_of
+
+from tests.conftest import subprocess_env
+
+SMALL = {"width": 32, "batch_size": 64, "depth": 1}
+
+
+def test_only_shape_preserving_numbers_are_explored():
+    names = mutable_params(preset("mlp"))
+    assert {"lr", "weight_decay", "l1", "dropout", "momentum", "beta1", "step_size"} <= set(names)
+    assert not {"width", "depth", "batch_size", "optimizer", "activation", "batch_norm"} & set(names)
+
+
+def test_perturb_multiplies_by_0_8_or_1_2_within_range_and_keeps_off_values_off():
+    space = preset("mlp")
+    cfg = {"optimizer": "momentum", "lr": 0.01, "momentum": 0.9, "batch_size": 64, "weight_decay": 0.0,
+           "l1": 1e-5, "lr_decay": "step", "step_size": 4, "step_gamma": 0.5, "depth": 2, "width": 64,
+           "shape": "constant", "init": "he", "activation": "relu", "batch_norm": "off", "dropout": 0.45}
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        new = explore(cfg, space, rng, "perturb")
+        assert new["lr"] / cfg["lr"] == pytest.approx(0.8) or new["lr"] / cfg["lr"] == pytest.approx(1.2)
+        assert new["weight_decay"] == 0.0
+        assert new["dropout"] <= 0.5 and new["momentum"] <= 0.99
+        assert new["step_size"] in (3, 5)
+        assert {k: new[k] for k in ("width", "depth", "batch_size", "optimizer")} == \
+               {k: cfg[k] for k in ("width", "depth", "batch_size", "optimizer")}
+        assert space.contains(new)
+    drawn = [explore(cfg, space, rng, "resample")["lr"] for _ in range(200)]
+    assert 1e-4 <= min(drawn) and max(drawn) <= 1.0
+    assert np.median(np.log10(drawn)) == pytest.approx(-2, abs=0.4)  # log-uniform over [1e-4, 1]
+
+
+def test_pbt_study_copies_the_best_and_records_lineage(workdir):
+    result = shoal.tune(data="digits", preset="mlp", strategy="pbt", trials=8, epochs=6, pbt_interval=2,
+                        storage="pbt.db", study="pbt", seed=0, progress=False, params=SMALL)
+    study = result.study
+    trials = {t.number: t for t in study.get_trials()}
+    states = collections.Counter(t.state.name for t in trials.values())
+    # every exploit step (epochs 2 and 4) replaces the bottom quarter (2 of 8) by copies of the top quarter
+    assert states == {"COMPLETE": 8, "PRUNED": 4}
+    assert study.user_attrs["pbt"]["population"] == 8
+    for t in trials.values():
+        info = t.user_attrs["pbt"]
+        if t.state.name == "PRUNED":
+            child = trials[info["replaced_by"]]
+            parent = trials[child.user_attrs["pbt"]["parent"]]
+            e = info["at_epoch"]
+            assert child.user_attrs["pbt"]["start_epoch"] == e and child.user_attrs["pbt"]["slot"] == info["slot"]
+            # the copy came from a better member at that epoch
+            assert parent.intermediate_values[e] < t.intermediate_values[e]
+            # the copy inherits the parent's schedule and adds its own perturbed segment
+            sched = child.user_attrs["schedule"]
+            assert sched[:-1] == [s for s in parent.user_attrs["schedule"] if s["from_epoch"] < e][: len(sched) - 1]
+            assert sched[-1]["from_epoch"] == e
+            ratio = sched[-1]["config"]["lr"] / parent.user_attrs["config"]["lr"]
+            assert ratio == pytest.approx(0.8) or ratio == pytest.approx(1.2)
+            # the copy's curve starts with the parent's epochs
+            n = e
+            assert child.user_attrs["curves"]["val_loss"][:n] == pytest.approx(parent.user_attrs["curves"]["val_loss"][:n])
+        else:
+            assert t.user_attrs["epochs_run"] == 6
+    assert not checkpoint_path("pbt.db", "pbt").exists(), "a finished study leaves no checkpoint"
+
+    # the best member's schedule, replayed from epoch 0, ends with the same numbers
+    best = result.best_trial
+    from shoal.study._builtin import prepare_data
+
+    records = replay(schedule_of(best), prepare_data(result.experiment).folds[0], epochs=6)
+    assert [r.val_loss for r in records] == pytest.approx(best.user_attrs["curves"]["val_loss"], abs=1e-5)
+
+
+def test_pbt_refuses_what_it_cannot_do(workdir):
+    with pytest.raises(ConfigError, match="engine population"):
+        shoal.tune(data="digits", strategy="pbt", engine="single", trials=4, epochs=2, progress=False)
+    with pytest.raises(ConfigError, match="k-fold"):
+        shoal.tune(data="digits", strategy="pbt", folds=3, trials=4, epochs=2, progress=False, params=SMALL)
+    with pytest.raises(ConfigError, match="pbt_quantile"):
+        shoal.tune(data="digits", strategy="pbt", pbt_quantile=0.7, trials=4, epochs=2, progress=False)
+    trial = optuna.trial.create_trial(value=1.0)
+    with pytest.raises(ConfigError, match="no PBT schedule"):
+        schedule_of(trial)
+
+
+def _cli(workdir):
+    return [sys.executable, "-m", "shoal", "tune", "--data", "digits", "--strategy", "pbt", "--trials", "4",
+            "--epochs", "6", "--pbt-interval", "2", "-p", "width=32", "-p", "batch_size=32", "-p", "depth=1",
+            "-q", "--seed", "3", "-s", str(workdir / "pbt.db"), "--study", "p"]
+
+
+@pytest.mark.slow
+def test_a_killed_pbt_study_resumes_from_its_checkpoint(workdir):
+    """SIGKILL after a checkpoint: the rerun goes on from it and ends as an uninterrupted run does."""
+    (workdir / "a").mkdir()
+    (workdir / "b").mkdir()
+    subprocess.run(_cli(workdir / "a"), env=subprocess_env(), check=True, capture_output=True)
+    reference = optuna.load_study(study_name="p", storage=f"sqlite:///{workdir / 'a' / 'pbt.db'}")
+
+    ckpt = checkpoint_path(str(workdir / "b" / "pbt.db"), "p")
+    proc = subprocess.Popen(_cli(workdir / "b"), env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists()
+    subprocess.run(_cli(workdir / "b"), env=subprocess_env(), check=True, capture_output=True)
+    resumed = optuna.load_study(study_name="p", storage=f"sqlite:///{workdir / 'b' / 'pbt.db'}")
+
+    def finals(study):
+        done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+        return sorted((t.user_attrs["pbt"]["slot"], t.value) for t in done)
+
+    got, want = finals(resumed), finals(reference)
+    assert [s for s, _ in got] == [s for s, _ in want] == list(range(4))
+    assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-4)
+    retried = [t for t in resumed.get_trials() if t.user_attrs.get("retry_of") is not None]
+    assert retried, "the members went on in retries of their interrupted trials"
+    assert not ckpt.exists()
