@@ -1,0 +1,121 @@
+"""The panda commands end to end (subprocesses, real SQLite), the lr range test and the view's numbers."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from shoal import panda
+from shoal._errors import ConfigError
+from shoal.panda._lrfind import suggest
+from shoal.panda._view import line_chart, overfitting_run, render
+from tests.conftest import subprocess_env
+
+
+@pytest.fixture
+def shoal_cli(capsys, monkeypatch):
+    """``shoal ...`` through the real entry point (exit codes, one-paragraph errors), in this process;
+    the trainer it steers runs in another one."""
+    from types import SimpleNamespace
+
+    from shoal.cli import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["shoal", *args])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code or 0
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=" ".join(out.out.split()), stderr=" ".join(out.err.split()))
+
+    return run
+
+
+def test_babysit_started_paused_is_steered_by_shoal_control_from_another_process(workdir, shoal_cli):
+    proc = subprocess.Popen([sys.executable, "-m", "shoal", "babysit", "--quiet", "--paused", "-s", "p.db", "--epochs", "2",
+                             "-p", "width=16", "--device", "cpu", "--poll", "0.05"],
+                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            out = shoal_cli("control", "lr", "0.02", "-s", "p.db", "--wait", "20")
+            if out.returncode == 0:
+                break
+            assert "0 running babysat trials" in out.stderr or "No study" in out.stderr or "holds 0" in out.stderr, out.stderr
+            time.sleep(0.2)
+        assert "set_lr applied at epoch 1, step 0; lr now 0.02" in out.stdout, out.stdout + out.stderr
+        bad = shoal_cli("control", "lr", "fast", "-s", "p.db")
+        assert bad.returncode == 2 and "a factor such as x0.5. Got 'fast'" in bad.stderr
+        assert "Traceback" not in bad.stderr
+        assert shoal_cli("control", "lr", "x0.5", "-s", "p.db", "--wait", "20").returncode == 0
+        assert "resume applied" in shoal_cli("control", "resume", "-s", "p.db", "--wait", "20").stdout
+        assert proc.wait(timeout=120) == 0, proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    t = optuna.load_study(study_name="digits-mlp-panda", storage="sqlite:///p.db").trials[0]
+    assert t.state == TrialState.COMPLETE
+    assert [e["what"] for e in t.user_attrs["events"]] == ["pause", "set_lr", "multiply_lr", "resume"]
+    assert t.user_attrs["curves"]["lr"] == pytest.approx([0.01, 0.01])
+    late = shoal_cli("control", "stop", "-s", "p.db", "--trial", "0")
+    assert late.returncode == 2 and "is complete, not running" in late.stderr
+    fork = shoal_cli("fork", "--trial", "0", "--epoch", "1", "-p", "lr=0.001", "-s", "p.db", "--quiet")
+    assert fork.returncode == 0 and "trial 1 of study digits-mlp-panda complete" in fork.stdout, fork.stderr
+    child = optuna.load_study(study_name="digits-mlp-panda", storage="sqlite:///p.db").trials[1]
+    assert child.user_attrs["lineage"] == {"parent_trial": 0, "parent_epoch": 1, "changes": {"lr": 0.001}}
+
+
+def test_lr_find_suggests_a_rate_stores_it_and_writes_a_plot(workdir):
+    r = panda.lr_find(data="digits", params={"width": 32}, steps=60, min_lr=1e-5, max_lr=1.0, storage="p.db",
+                      progress=False, device="cpu")
+    assert len(r.lrs) == len(r.losses) == len(r.smoothed) >= 20
+    assert r.lrs[0] == pytest.approx(1e-5) and all(b > a for a, b in zip(r.lrs, r.lrs[1:]))
+    assert r.lrs[0] < r.suggestion <= r.min_loss_lr
+    i = r.lrs.index(r.suggestion)
+    assert r.smoothed[i + 1] < r.smoothed[i - 1]  # the loss is falling there
+    stored = optuna.load_study(study_name="digits-mlp-panda", storage="sqlite:///p.db").user_attrs["lr_find"]
+    assert stored[-1]["suggestion"] == r.suggestion and stored[-1]["config"]["width"] == 32
+    assert r.plot is not None and r.plot.exists() and "plotly" in r.plot.read_text()[:200000].lower()
+    with pytest.raises(ConfigError, match="'min_lr' setting must be below 'max_lr'"):
+        panda.lr_find(min_lr=1.0, max_lr=0.1, storage="p.db", progress=False)
+
+
+def test_suggest_picks_the_steepest_descent_before_the_minimum():
+    import math
+
+    lrs = [10 ** (-6 + 6 * i / 99) for i in range(100)]
+    # a sigmoid fall centred at lr 1e-3 (index 49.5), then a rise after the minimum at index 80
+    loss = [2.0 - 1.5 / (1 + math.exp(-(i - 49.5) / 4)) + (0.02 * (i - 80) ** 2 if i > 80 else 0.0) for i in range(100)]
+    steep, at_min = suggest(lrs, loss)
+    assert steep in (lrs[49], lrs[50])
+    assert at_min == lrs[min(range(100), key=loss.__getitem__)]
+
+
+def test_view_numbers_overfitting_warning_and_chart():
+    assert overfitting_run([1.0, 0.8, 0.6, 0.5], [1.0, 0.9, 0.95, 1.0]) == 2
+    assert overfitting_run([1.0, 0.8, 0.9], [1.0, 0.9, 1.0]) == 0  # train loss rose too: not overfitting
+    rows = line_chart({"train": [3.0, 2.0, 1.0], "val": [3.0, 2.5, 2.0]}, width=10, height=5, marks=[2])
+    assert rows[0][0] == "3" and rows[-2][0] == "1"
+    assert [c for c, _ in rows[-1][1]] == ["─", "▲", "─"]
+    assert rows[0][1][0][0] in "●○" and rows[-2][1][2][0] == "●"
+    from rich.console import Console
+
+    snap = {"epoch": 4, "epochs": 9, "step": 0, "steps": 23, "lr": 0.005, "paused": False, "stopped": False,
+            "train_loss": [1.0, 0.8, 0.6, 0.5], "val_loss": [1.0, 0.9, 0.95, 1.0], "train_acc": [], "val_acc": [],
+            "seconds": 0.25, "gap": 0.5, "overfitting": True, "overfit_epochs": 2, "plateau_wait": (1, 3), "marks": [3],
+            "events": [{"what": "set_lr", "value": 0.005, "lr": 0.005, "epoch": 3, "step": 7}]}
+    buf = io.StringIO()
+    Console(file=buf, width=100).print(render(snap, "study trial 0"))
+    text = buf.getvalue()
+    for part in ("epoch 4/9", "lr 0.005", "0.25 s/epoch", "gap +0.5000", "overfitting: validation loss rose",
+                 "plateau: 1/3", "epoch 3 step 7: set_lr"):
+        assert part in text, part
