@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import os
 import traceback
 from typing import Any, Hashable, Mapping, Sequence
 
@@ -143,6 +144,7 @@ class ProcessPool:
             child.close()
             self.conns.append(parent)
             self.procs.append(proc)
+        self.workers = workers
         self.load = [0.0] * workers
         self.where: dict[Hashable, tuple[int, float]] = {}
 
@@ -232,8 +234,20 @@ class ProcessPool:
                 proc.terminate()
 
 
-def make_pool(family: str, folds: Sequence[Any], device: Any, workers: int, pad: bool = False):
-    """A LocalPool for one worker, a ProcessPool for more."""
-    if workers <= 1:
+def make_pool(family: str, folds: Sequence[Any], device: Any, workers: int | None, pad: bool = False,
+              executor: str = "auto", address: str | None = None):
+    """Where populations train.
+
+    ``executor``: "local" (this process), "processes" (``workers`` processes, default one per
+    core), "ray" (actors of a Ray cluster at ``address``; ``workers`` None fills the cluster; see
+    ``RayPool``), or "auto": a LocalPool for one worker, a ProcessPool for more.
+    """
+    if executor == "ray":
+        from shoal.engine._ray_pool import RayPool
+
+        return RayPool(family, folds, device, workers, pad, address=address)
+    if executor == "processes":
+        return ProcessPool(family, folds, device, workers or (os.cpu_count() or 1), pad)
+    if executor == "local" or not workers or workers <= 1:
         return LocalPool(family, folds, device, pad)
     return ProcessPool(family, folds, device, workers, pad)

@@ -232,13 +232,17 @@ def resolve_storage(storage: str | None):
     """A storage for Optuna: a SQLite file by default, any SQLAlchemy URL, or a journal file.
 
     ``None`` -> ``sqlite:///shoal.db`` in the working folder; ``x.db`` / ``x.sqlite`` -> that SQLite
-    file; ``x.log`` / ``x.jsonl`` / ``journal:x`` -> an Optuna journal file; ``scheme://...`` -> as is.
+    file; ``x.log`` / ``x.jsonl`` / ``journal:x`` -> an Optuna journal file; ``scheme://...`` -> as is,
+    except that a database server's URL (PostgreSQL, MySQL) opens with heartbeats for several
+    drivers (see ``_shared``).
     """
     if storage is None or storage == "":
         return "sqlite:///shoal.db"
     s = str(storage)
     if "://" in s:
-        return s
+        from shoal.study._shared import server_storage
+
+        return server_storage(s)  # a database server: heartbeats, so that several drivers can share it
     if s.startswith("journal:") or s.endswith((".log", ".jsonl", ".journal")):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend

@@ -1,0 +1,98 @@
+"""Populations on a local Ray: the same numbers as in this process, and a killed worker loses no epoch."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from shoal._errors import ConfigError
+from shoal.engine import normalize
+from shoal.engine._pool import LocalPool
+
+CONFIGS = {
+    "a": {"width": 32, "depth": 1, "optimizer": "adam", "lr": 1e-3, "batch_size": 64},
+    "b": {"width": 64, "depth": 2, "optimizer": "momentum", "lr": 1e-2, "batch_size": 64, "dropout": 0.2},
+    "c": {"width": 32, "depth": 2, "optimizer": "sgd", "lr": 5e-2, "batch_size": 128},
+    "d": {"width": 16, "depth": 2, "optimizer": "rmsprop", "lr": 3e-3, "batch_size": 64, "batch_norm": "before"},
+}
+EPOCHS = 4
+
+
+def _curves(records: dict, curves: dict) -> None:
+    for key, r in records.items():
+        curves[key].append((r.epoch, r.train_loss, r.val_loss, r.lr))
+
+
+def test_ray_pool_matches_local_pool_and_a_killed_worker_loses_no_epoch(local_ray, eager_optimizer, digits_data):
+    from shoal.engine._ray_pool import RayPool
+
+    local = LocalPool("mlp", [digits_data])
+    ref = {k: [] for k in CONFIGS}
+    for i, (key, cfg) in enumerate(CONFIGS.items()):
+        local.add(key, normalize(cfg), i, 0, EPOCHS)
+    for _ in range(EPOCHS):
+        records, failed = local.run_epoch()
+        assert failed == {}
+        _curves(records, ref)
+
+    pool = RayPool("mlp", [digits_data], workers=2)
+    try:
+        got = {k: [] for k in CONFIGS}
+        for i, (key, cfg) in enumerate(CONFIGS.items()):
+            pool.add(key, normalize(cfg), i, 0, EPOCHS)
+        on = {slot: {k for k, m in pool.members.items() if m.slot == slot} for slot in (0, 1)}
+        assert on[0] and on[1]  # both workers hold members
+        _curves(pool.run_epoch()[0], got)
+
+        # Epoch 2: the first worker's process is killed for real. A replacement actor comes up and
+        # its members train epoch 2 there from their epoch-1 snapshots.
+        first_pid = pool.pids[0]
+        os.kill(first_pid, signal.SIGKILL)
+        records, failed = pool.run_epoch()
+        assert failed == {} and set(records) == set(CONFIGS)
+        _curves(records, got)
+        assert set(pool.recovered) == on[0]
+        assert pool.pids[0] != first_pid and pool.workers == 2
+
+        # Epoch 3: the other worker dies between epochs and no replacement may start: its members
+        # catch up on the surviving worker, beside the members that worker already holds.
+        pool.restart_timeout = 0
+        os.kill(pool.pids[1], signal.SIGKILL)
+        records, failed = pool.run_epoch()
+        assert failed == {} and set(records) == set(CONFIGS)
+        _curves(records, got)
+        assert set(pool.recovered) == on[0] | on[1] and pool.workers == 1
+        assert {m.slot for m in pool.members.values()} == {0}
+
+        records, failed = pool.run_epoch()
+        _curves(records, got)
+        assert failed == {}
+    finally:
+        pool.close()
+    # Every member has exactly one record per epoch, equal to the undisturbed in-process run.
+    for key in CONFIGS:
+        assert [e for e, *_ in got[key]] == [1, 2, 3, 4]
+        assert got[key] == ref[key], key
+
+
+def test_a_gpu_pool_on_a_cluster_without_gpus_is_refused(local_ray, digits_data):
+    from shoal.engine._ray_pool import RayPool
+
+    with pytest.raises(ConfigError, match="asks for GPUs, but the Ray cluster has none"):
+        RayPool("mlp", [digits_data], device="cuda")
+
+
+def test_a_study_on_ray_equals_the_same_study_in_process(local_ray, eager_optimizer, workdir):
+    import shoal
+
+    settings = dict(data="digits", preset="mlp", strategy="random", trials=4, epochs=2, seed=3, progress=False,
+                    params={"batch_size": 64, "width": 32})
+    here = shoal.tune(storage="local.db", executor="local", **settings)
+    there = shoal.tune(storage="ray.db", executor="ray", workers=2, **settings)
+    assert local_ray.is_initialized()  # a pool leaves the Ray it did not start running
+    a = [(t.number, t.value, t.user_attrs["curves"]["val_loss"]) for t in here.study.trials]
+    b = [(t.number, t.value, t.user_attrs["curves"]["val_loss"]) for t in there.study.trials]
+    assert len(a) == 4 and a == b
+    assert there.study.user_attrs["population"]["workers"] == 2
