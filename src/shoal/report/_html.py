@@ -1,0 +1,484 @@
+"""The HTML report: plotly figures from a ``ReportData``, in one file that works offline.
+
+plotly.js is embedded once in the page's head; each figure is a ``<div>`` plus a call to
+``Plotly.newPlot``. Large studies stay fast: many points use WebGL traces (``scattergl``) and the
+learning curves of a colour group share one trace, separated by gaps (None).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shoal._errors import MissingDependencyError
+
+if TYPE_CHECKING:
+    from shoal.report._data import ReportData
+
+__all__ = ["fmt", "page", "render_html", "write_html", "write_report"]
+
+SECTIONS = (
+    ("history", "Optimization history"),
+    ("curves", "Learning curves"),
+    ("parallel", "Parallel coordinates"),
+    ("slice", "Slice plots"),
+    ("contour", "Contour of the two most important parameters"),
+    ("importance", "Parameter importance"),
+    ("best", "Best configurations"),
+    ("gap", "Train-validation gap: over- and underfitting"),
+    ("stages", "Stages and lineage"),
+    ("timing", "Timing"),
+)
+# Plotly's default qualitative palette, so categories look the same in every figure.
+PALETTE = ("#636efa", "#EF553B", "#00cc96", "#ab63fa", "#FFA15A", "#19d3f3", "#FF6692", "#B6E880", "#FF97FF",
+           "#FECB52")
+VIRIDIS = ("#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b",
+           "#fde725")
+STATE_COLORS = {"complete": "#636efa", "pruned": "#FFA15A", "fail": "#EF553B", "running": "#aaaaaa",
+                "waiting": "#dddddd"}
+CSS = """
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 0 auto; max-width: 1200px;
+       padding: 1em 2em; color: #222; }
+nav a { margin-right: 1em; } h1 { margin-bottom: .2em; } section { margin-top: 2.5em; }
+.note { color: #555; } .empty { color: #a33; font-style: italic; }
+table { border-collapse: collapse; font-size: 90%; } td, th { border-bottom: 1px solid #ddd; padding: 3px 8px;
+       text-align: right; } th { background: #f4f4f4; } .overfit { color: #c0392b; } .underfit { color: #2c6fbb; }
+"""
+
+
+def _plotly():
+    try:
+        import plotly.io as pio
+        from plotly.offline import get_plotlyjs
+    except ImportError:
+        raise MissingDependencyError(
+            "The HTML report needs plotly. Install it with: pip install 'shoal[report]' "
+            "(or use --no-html for the terminal tables only)."
+        ) from None
+    return pio, get_plotlyjs
+
+
+def fmt(v: Any) -> str:
+    """A short, readable number (or the value as text)."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        if v == 0:
+            return "0"
+        return f"{v:.3e}" if (abs(v) < 1e-3 or abs(v) >= 1e5) else f"{v:.4g}"
+    return str(v)
+
+
+# ------------------------------------------------------------------------------------------ figures
+def _layout(title: str = "", **kw: Any) -> dict:
+    base = {"title": {"text": title}, "height": 420, "margin": {"l": 60, "r": 20, "t": 40, "b": 50},
+            "legend": {"orientation": "v"}}
+    base.update(kw)
+    return base
+
+
+def _history_fig(d: ReportData) -> dict | None:
+    h = d.history
+    if not h.numbers and not h.other_numbers:
+        return None
+    traces: list[dict] = []
+    stages = [s for s in dict.fromkeys(repr(s) for s in h.stages if s is not None)]
+    if stages:
+        for i, st in enumerate(stages):
+            idx = [k for k, s in enumerate(h.stages) if repr(s) == st]
+            traces.append({"type": "scattergl", "mode": "markers", "name": f"stage {st.strip(chr(39))}",
+                           "x": [h.numbers[k] for k in idx], "y": [h.values[k] for k in idx],
+                           "marker": {"size": 5, "color": PALETTE[i % len(PALETTE)]}})
+    else:
+        traces.append({"type": "scattergl", "mode": "markers", "name": "trial value", "x": h.numbers,
+                       "y": h.values, "marker": {"size": 5, "color": STATE_COLORS["complete"]}})
+    traces.append({"type": "scatter", "mode": "lines", "name": "best so far", "x": h.numbers, "y": h.best,
+                   "line": {"shape": "hv", "color": "#222"}})
+    if h.other_numbers:
+        floor = min(h.values) if h.values else 0.0
+        for state in ("pruned", "fail"):
+            xs = [n for n, s in zip(h.other_numbers, h.other_states) if s == state]
+            if xs:
+                traces.append({"type": "scattergl", "mode": "markers", "name": f"{state} (no value)", "x": xs,
+                               "y": [floor] * len(xs), "marker": {"symbol": "x", "size": 6,
+                                                                   "color": STATE_COLORS[state]}})
+    return {"data": traces, "layout": _layout(xaxis={"title": {"text": "trial"}},
+                                              yaxis={"title": {"text": d.metric}})}
+
+
+def _joined(curves: list) -> tuple[list, list]:
+    """Many curves as one trace: epochs and values with a None between curves."""
+    xs: list = []
+    ys: list = []
+    for c in curves:
+        xs.extend(range(1, len(c.values) + 1))
+        ys.extend(c.values)
+        xs.append(None)
+        ys.append(None)
+    return xs, ys
+
+
+def _curves_fig(d: ReportData) -> dict | None:
+    cs = d.curves
+    if not cs.curves:
+        return None
+    traces = []
+    if cs.color_kind == "categorical":
+        cats = list(dict.fromkeys(str(c.color) for c in cs.curves))
+        for i, cat in enumerate(cats):
+            xs, ys = _joined([c for c in cs.curves if str(c.color) == cat])
+            traces.append({"type": "scattergl", "mode": "lines", "name": f"{cs.color_by}={cat}", "x": xs, "y": ys,
+                           "line": {"width": 1, "color": PALETTE[i % len(PALETTE)]}, "opacity": 0.7})
+    elif cs.color_kind == "numeric":
+        vals = [c.color for c in cs.curves if c.color is not None]
+        tr = (lambda v: math.log10(v)) if cs.color_log else float
+        lo, hi = tr(min(vals)), tr(max(vals))
+        nb = len(VIRIDIS)
+        width = (hi - lo) / nb or 1.0
+        for b in range(nb):
+            group = [c for c in cs.curves if c.color is not None
+                     and min(nb - 1, int((tr(c.color) - lo) / width)) == b]
+            if not group:
+                continue
+            xs, ys = _joined(group)
+            a, z = lo + b * width, lo + (b + 1) * width
+            label = f"{10 ** a:.2g}-{10 ** z:.2g}" if cs.color_log else f"{a:.3g}-{z:.3g}"
+            traces.append({"type": "scattergl", "mode": "lines", "name": f"{cs.color_by} {label}", "x": xs, "y": ys,
+                           "line": {"width": 1, "color": VIRIDIS[b]}, "opacity": 0.8})
+        missing = [c for c in cs.curves if c.color is None]
+        if missing:
+            xs, ys = _joined(missing)
+            traces.append({"type": "scattergl", "mode": "lines", "name": f"no {cs.color_by}", "x": xs, "y": ys,
+                           "line": {"width": 1, "color": "#bbbbbb"}})
+    else:
+        xs, ys = _joined(cs.curves)
+        traces.append({"type": "scattergl", "mode": "lines", "name": cs.metric, "x": xs, "y": ys,
+                       "line": {"width": 1, "color": PALETTE[0]}, "opacity": 0.6})
+    return {"data": traces, "layout": _layout(xaxis={"title": {"text": "epoch"}},
+                                              yaxis={"title": {"text": cs.metric}})}
+
+
+def _dimension(d: ReportData, name: str, values: list) -> dict:
+    kind, log = d.params.kinds[name], d.params.logs[name]
+    if kind == "categorical":
+        cats = sorted({str(v) for v in values})
+        return {"label": name, "values": [cats.index(str(v)) for v in values], "tickvals": list(range(len(cats))),
+                "ticktext": cats}
+    if log:
+        vals = [math.log10(v) for v in values]
+        lo, hi = math.floor(min(vals)), math.ceil(max(vals))
+        ticks = list(range(lo, hi + 1))
+        return {"label": f"{name} (log)", "values": vals, "tickvals": ticks, "ticktext": [f"1e{t}" for t in ticks]}
+    return {"label": name, "values": [float(v) for v in values]}
+
+
+def _parallel_fig(d: ReportData) -> tuple[dict | None, str]:
+    usable = d.params.present_in_all()
+    if len(d.params.numbers) < 2 or not usable:
+        return None, "needs at least 2 complete trials and a parameter that varied in all of them"
+    order = [p for p in d.importance.values if p in usable] + [p for p in usable if p not in d.importance.values]
+    shown = order[:8]
+    dims = [_dimension(d, p, d.params.values[p]) for p in shown]
+    dims.append({"label": d.metric, "values": d.params.objective})
+    reverse = d.direction == "maximize"
+    fig = {"data": [{"type": "parcoords", "dimensions": dims,
+                     "line": {"color": d.params.objective, "colorscale": "Viridis", "reversescale": not reverse,
+                              "showscale": True}}],
+           "layout": _layout(margin={"l": 80, "r": 80, "t": 60, "b": 30})}
+    note = "" if len(order) <= 8 else f"the 8 most important of {len(order)} parameters are shown"
+    return fig, note
+
+
+def _slice_fig(d: ReportData) -> dict | None:
+    names = d.params.names
+    if not names or not d.params.numbers:
+        return None
+    cols = min(4, len(names))
+    rows = math.ceil(len(names) / cols)
+    traces, layout = [], _layout(height=260 * rows, showlegend=False)
+    for i, name in enumerate(names):
+        ax = "" if i == 0 else str(i + 1)
+        r, c = divmod(i, cols)
+        pairs = [(v, y) for v, y in zip(d.params.values[name], d.params.objective) if v is not None]
+        xs = [str(v) for v, _ in pairs] if d.params.kinds[name] == "categorical" else [v for v, _ in pairs]
+        traces.append({"type": "scattergl", "mode": "markers", "x": xs, "y": [y for _, y in pairs], "xaxis": f"x{ax}",
+                       "yaxis": f"y{ax}", "marker": {"size": 4, "color": PALETTE[0], "opacity": 0.6}, "name": name})
+        gap = 0.06
+        layout[f"xaxis{ax}"] = {"domain": [c / cols + gap / 2, (c + 1) / cols - gap / 2], "anchor": f"y{ax}",
+                                "title": {"text": name}, "type": "log" if d.params.logs[name] else (
+                                    "category" if d.params.kinds[name] == "categorical" else "linear")}
+        layout[f"yaxis{ax}"] = {"domain": [1 - (r + 1) / rows + 0.08 / rows, 1 - r / rows - 0.02 / rows],
+                                "anchor": f"x{ax}", "title": {"text": d.metric if c == 0 else ""}}
+    return {"data": traces, "layout": layout}
+
+
+def _contour_fig(d: ReportData) -> dict | None:
+    c = d.contour
+    if c is None:
+        return None
+
+    def axis(name, log, ticks, grid):
+        if ticks:
+            return {"title": {"text": name}, "tickvals": list(range(len(ticks))), "ticktext": ticks}
+        if log:
+            lo, hi = math.floor(min(grid)), math.ceil(max(grid))
+            return {"title": {"text": f"{name} (log)"}, "tickvals": list(range(lo, hi + 1)),
+                    "ticktext": [f"1e{t}" for t in range(lo, hi + 1)]}
+        return {"title": {"text": name}}
+
+    data = [{"type": "contour", "x": c.grid_x, "y": c.grid_y, "z": c.z, "colorscale": "Viridis",
+             "reversescale": d.direction == "minimize", "colorbar": {"title": {"text": d.metric}},
+             "connectgaps": False, "contours": {"coloring": "heatmap"}},
+            {"type": "scattergl", "mode": "markers", "x": c.points_x, "y": c.points_y, "name": "trials",
+             "marker": {"size": 5, "color": "#ffffff", "line": {"width": 1, "color": "#333"}},
+             "text": [fmt(v) for v in c.points_value], "hovertemplate": f"{d.metric} %{{text}}<extra></extra>"}]
+    return {"data": data, "layout": _layout(height=480, xaxis=axis(c.x, c.x_log, c.x_ticks, c.grid_x),
+                                            yaxis=axis(c.y, c.y_log, c.y_ticks, c.grid_y), showlegend=False)}
+
+
+def _importance_fig(d: ReportData) -> dict | None:
+    if not d.importance.values:
+        return None
+    items = list(d.importance.values.items())[::-1]
+    return {"data": [{"type": "bar", "orientation": "h", "x": [v for _, v in items], "y": [k for k, _ in items],
+                      "marker": {"color": PALETTE[0]}}],
+            "layout": _layout(height=max(250, 28 * len(items) + 80), xaxis={"title": {"text": "importance"}})}
+
+
+def _gap_fig(d: ReportData) -> dict | None:
+    if not d.gaps:
+        return None
+    traces = []
+    for flag, color, name in (("", "#888888", "no flag"), ("overfit", "#c0392b", "overfitting"),
+                              ("underfit", "#2c6fbb", "underfitting")):
+        rows = [r for r in d.gaps if r.flag == flag]
+        if rows:
+            traces.append({"type": "scattergl", "mode": "markers", "name": name, "x": [r.val_loss for r in rows],
+                           "y": [r.gap for r in rows], "text": [f"trial {r.number}" for r in rows],
+                           "marker": {"size": 6, "color": color, "opacity": 0.7}})
+    return {"data": traces, "layout": _layout(xaxis={"title": {"text": "final validation loss"}},
+                                              yaxis={"title": {"text": "val loss - train loss"}})}
+
+
+def _lineage_fig(d: ReportData) -> dict | None:
+    lin = d.lineage
+    if lin is None:
+        return None
+    xs: list = []
+    ys: list = []
+    for parent, child in lin.edges:
+        pv, cv = lin.values.get(parent), lin.values.get(child)
+        if pv is None or cv is None:
+            continue
+        xs += [parent, child, None]
+        ys += [pv, cv, None]
+    nodes = [(n, v) for n, v in lin.values.items() if v is not None]
+    return {"data": [{"type": "scattergl", "mode": "lines", "x": xs, "y": ys, "name": "parent -> child",
+                      "line": {"width": 1, "color": "#999"}},
+                     {"type": "scattergl", "mode": "markers", "x": [n for n, _ in nodes], "y": [v for _, v in nodes],
+                      "name": "trial", "marker": {"size": 5, "color": PALETTE[0]}}],
+            "layout": _layout(xaxis={"title": {"text": "trial"}}, yaxis={"title": {"text": d.metric}})}
+
+
+def _timeline_fig(d: ReportData) -> dict | None:
+    t = d.timing
+    if t is None:
+        return None
+    traces = []
+    for state, color in STATE_COLORS.items():
+        segs = [s for s in t.segments if s[3] == state]
+        if not segs:
+            continue
+        xs: list = []
+        ys: list = []
+        for number, start, end, _ in segs:
+            xs += [start, end, None]
+            ys += [number, number, None]
+        traces.append({"type": "scattergl", "mode": "lines", "name": state, "x": xs, "y": ys,
+                       "line": {"width": 2, "color": color}})
+    return {"data": traces, "layout": _layout(xaxis={"title": {"text": "seconds since the first trial started"}},
+                                              yaxis={"title": {"text": "trial"}})}
+
+
+# ------------------------------------------------------------------------------------------- tables
+def _table(header: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cls = f' class="{classes[i]}"' if classes and classes[i] else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def best_table_rows(d: ReportData) -> tuple[list[str], list[list[str]]]:
+    names: list[str] = []
+    for b in d.best:
+        names += [k for k in b.config if k not in names]
+    from shoal.report._data import KEY_PARAMS
+
+    names.sort(key=lambda n: KEY_PARAMS.index(n) if n in KEY_PARAMS else len(KEY_PARAMS))
+    header = ["#", d.metric, "val_acc", "seconds", "epochs", *names]
+    rows = [[str(b.number), fmt(b.value), fmt(b.val_acc), fmt(b.seconds), fmt(b.epochs_run),
+             *[fmt(b.config.get(n)) for n in names]] for b in d.best]
+    return header, rows
+
+
+def gap_summary(d: ReportData) -> str:
+    r = d.gap_rules
+    over = sum(1 for g in d.gaps if g.flag == "overfit")
+    under = sum(1 for g in d.gaps if g.flag == "underfit")
+    return (f"{over} of {len(d.gaps)} trials flagged overfitting (gap above {r.overfit_ratio:g} x the final "
+            f"validation loss and validation loss {r.rise:.0%} above its minimum at the end), {under} underfitting "
+            f"(final train accuracy below {r.underfit_share:.0%} of the study's best).")
+
+
+def timing_rows(d: ReportData) -> list[tuple[str, str]]:
+    t = d.timing
+    if t is None:
+        return []
+    return [
+        ("finished trials", str(t.finished)),
+        ("wall time (first start to last end)", f"{t.wall_seconds:.1f} s"),
+        ("configs per second", fmt(t.configs_per_second)),
+        ("time with some trial running", f"{t.busy_seconds:.1f} s"),
+        ("time with none running (sampling, bookkeeping)", f"{t.idle_seconds:.1f} s"),
+        ("training seconds summed over trials", f"{t.trial_seconds:.1f} s"),
+        ("mean seconds per trial", fmt(t.mean_trial_seconds)),
+        ("trials training at once, on average", fmt(t.trial_seconds / t.wall_seconds) if t.wall_seconds > 0 else "-"),
+    ]
+
+
+# --------------------------------------------------------------------------------------------- page
+def page(title: str, subtitle: str, sections: list[tuple[str, str, str]], figures: dict[str, dict]) -> str:
+    """One self-contained page: ``sections`` are (id, heading, inner html); a ``{{fig:NAME}}`` marker
+    in the inner html is replaced by the figure NAME (plotly.js is embedded once)."""
+    pio, get_plotlyjs = _plotly()
+    template = pio.templates["plotly_white"].to_plotly_json()
+    nav = " ".join(f'<a href="#{sid}">{html.escape(head)}</a>' for sid, head, _ in sections)
+    parts = []
+    for sid, head, inner in sections:
+        for name, fig in figures.items():
+            marker = f"{{{{fig:{name}}}}}"
+            if marker in inner:
+                fig["layout"].setdefault("template", template)
+                div = pio.to_html(fig, full_html=False, include_plotlyjs=False, validate=False,
+                                  default_height=f"{fig['layout'].get('height', 420)}px",
+                                  config={"displaylogo": False, "responsive": True}, div_id=f"fig-{name}")
+                inner = inner.replace(marker, div)
+        parts.append(f'<section id="{sid}"><h2>{html.escape(head)}</h2>{inner}</section>')
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style><script type=\"text/javascript\">{get_plotlyjs()}</script></head><body>"
+            f"<h1>{html.escape(title)}</h1><p class=\"note\">{html.escape(subtitle)}</p><nav>{nav}</nav>"
+            + "".join(parts) + "</body></html>")
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>' if text else ""
+
+
+def _empty(text: str) -> str:
+    return f'<p class="empty">{html.escape(text)}</p>'
+
+
+def render_html(d: ReportData) -> str:
+    """The whole report as one HTML string."""
+    figs: dict[str, dict] = {}
+    body: dict[str, str] = {}
+
+    def put(sid: str, fig: dict | None, note: str, why_empty: str) -> None:
+        if fig is None:
+            body[sid] = _empty(why_empty)
+            return
+        figs[sid] = fig
+        body[sid] = _note(note) + f"{{{{fig:{sid}}}}}"
+
+    n_complete = len(d.history.numbers)
+    states = ", ".join(f"{n} {s}" for s, n in sorted(d.states.items()))
+    put("history", _history_fig(d), f"{d.metric} of each complete trial ({d.direction}) and the best so far; "
+        "pruned and failed trials are marked on the lowest value.", "No trial has finished yet.")
+    cs = d.curves
+    color = f", coloured by {cs.color_by}" if cs.color_by else ""
+    put("curves", _curves_fig(d), f"{cs.metric} per epoch for {len(cs.curves)} of {cs.total} trials{color}. "
+        + cs.note, "No trial recorded learning curves (user objectives record none unless they return them).")
+    fig, note = _parallel_fig(d)
+    put("parallel", fig, note, "Parallel coordinates need at least 2 complete trials and a varying parameter.")
+    put("slice", _slice_fig(d), f"{d.metric} against each parameter that varied (complete trials).",
+        "No parameter varied among the complete trials.")
+    put("contour", _contour_fig(d), f"Linear interpolation of {d.metric} between the trials (white dots); "
+        "blank where no trial is near.", f"No contour: {d.contour_reason}.")
+    imp = d.importance
+    put("importance", _importance_fig(d), f"Optuna's {imp.evaluator} importance over the sampled parameters "
+        "that varied in every complete trial.", f"No importance: {imp.reason}.")
+    if d.best:
+        header, rows = best_table_rows(d)
+        body["best"] = _note(f"The {len(d.best)} best of {n_complete} complete trials.") + _table(header, rows)
+    else:
+        body["best"] = _empty("No complete trial yet.")
+    if d.gaps:
+        flagged = [g for g in d.gaps if g.flag][:30]
+        table = _table(["#", "state", "train loss", "val loss", "gap", "val rising", "train acc", "flag"],
+                       [[str(g.number), g.state, fmt(g.train_loss), fmt(g.val_loss), fmt(g.gap),
+                         "yes" if g.val_rising else "no", fmt(g.train_acc), g.flag] for g in flagged],
+                       [g.flag for g in flagged]) if flagged else ""
+        figs["gap"] = _gap_fig(d)
+        body["gap"] = _note(gap_summary(d)) + "{{fig:gap}}" + table
+    else:
+        body["gap"] = _empty("No trial recorded both train and validation loss curves.")
+    if d.stages or d.lineage:
+        inner = ""
+        if d.stages:
+            inner += _table(["stage", "trials", "complete", f"best {d.metric}", "best trial", "trials from", "to"],
+                            [[str(s.stage), str(s.trials), str(s.complete), fmt(s.best_value), fmt(s.best_number),
+                              str(s.first), str(s.last)] for s in d.stages])
+        if d.lineage:
+            figs["lineage"] = _lineage_fig(d)
+            inner += _note(f"{len(d.lineage.edges)} forks: each line joins a trial to the one it started "
+                           "from (weights copied, hyperparameters perturbed).") + "{{fig:lineage}}"
+        body["stages"] = inner
+    else:
+        body["stages"] = _empty("This study has no stages and no forked trials (no 'stage', 'pbt_parent' or "
+                                "'lineage' trial attribute).")
+    if d.timing:
+        figs["timing"] = _timeline_fig(d)
+        body["timing"] = _table(["", ""], [list(r) for r in timing_rows(d)]) + \
+            _note("Each line is one trial, from its start to its end.") + "{{fig:timing}}"
+    else:
+        body["timing"] = _empty("No finished trial has start and end times.")
+    sections = [(sid, head, body[sid]) for sid, head in SECTIONS]
+    return page(f"shoal report: {d.study_name}", f"{sum(d.states.values())} trials ({states}); "
+                f"{d.metric}, {d.direction}d.", sections, figs)
+
+
+def write_html(d: ReportData, path: str | Path) -> Path:
+    """Write the report of ``d`` to ``path`` (one self-contained HTML file); returns the path."""
+    out = Path(path)
+    if out.parent and not out.parent.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_html(d), encoding="utf-8")
+    return out
+
+
+def write_report(storage: str | None, study: str | None = None, path: str | Path = "report.html",
+                 **options: Any) -> Path:
+    """Load a stored study and write its HTML report.
+
+    Args:
+        storage: SQLite file, journal file or SQLAlchemy URL (None: ./shoal.db).
+        study: the study name (None when the storage holds one study).
+        path: the HTML file to write.
+        **options: passed to ``build_report`` (color_by, max_curves, top, rules).
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> write_report("shoal.db", "digits-mlp", "report.html", color_by="lr")  # doctest: +SKIP
+    """
+    from shoal.report._load import load_report
+
+    _plotly()  # fail on a missing plotly before reading the study
+    return write_html(load_report(storage, study, **options), path)

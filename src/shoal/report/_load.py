@@ -1,0 +1,164 @@
+"""Reading a stored study into a ``ReportData``: every trial once, then each section."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from shoal._errors import ConfigError
+from shoal.report._data import GapRules, ReportData, TrialInfo, _float
+from shoal.report._sections import (
+    best_row,
+    contour_data,
+    curve_set,
+    gap_rows,
+    history,
+    lineage_data,
+    param_data,
+    param_importance,
+    stage_rows,
+    timing,
+)
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["build_report", "load_report", "open_stored_study", "read_trials"]
+
+
+# ---------------------------------------------------------------------------------------------- load
+def open_stored_study(storage: str | None, study: str | None) -> optuna.Study:
+    """Open a study that ``shoal tune`` (or anything Optuna) stored; pick the only one if unnamed."""
+    from pathlib import Path
+
+    import optuna
+
+    from shoal.study import resolve_storage
+
+    if storage is None and not Path("shoal.db").exists():
+        raise ConfigError("No storage given and no shoal.db in this folder. Pass --storage FILE_OR_URL.")
+    if storage is not None and "://" not in storage and not storage.startswith("journal:") and not Path(storage).exists():
+        raise ConfigError(f"Storage file not found: {storage!r}. Check the path (studies are created by `shoal tune`).")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    resolved = resolve_storage(storage)
+    names = optuna.get_all_study_names(resolved)  # summaries would read every trial
+    if study is None:
+        if len(names) != 1:
+            raise ConfigError(
+                f"This storage holds {len(names)} studies: {', '.join(names) or 'none'}. Pick one with --study NAME."
+            )
+        study = names[0]
+    if study not in names:
+        raise ConfigError(f"No study named {study!r} in this storage. Studies here: {', '.join(names) or 'none'}.")
+    return optuna.load_study(study_name=study, storage=resolved)
+
+
+def load_report(storage: str | None, study: str | None = None, **options: Any) -> ReportData:
+    """``build_report`` for a study named in a storage (file path or URL).
+
+    Example:
+        >>> data = load_report("runs.db", "digits-mlp", color_by="lr")  # doctest: +SKIP
+        >>> data.best[0].config["lr"]  # doctest: +SKIP
+    """
+    from shoal.study import resolve_storage
+
+    url = resolve_storage(storage)
+    return build_report(open_stored_study(storage, study), url=url if isinstance(url, str) else None, **options)
+
+
+def _parent(attrs: dict[str, Any]) -> int | None:
+    """The trial a forked trial started from: ``pbt_parent``, or ``lineage`` as a dict
+    (``parent_trial``), a list of ancestors (the last is the parent) or a list of such dicts."""
+    p = attrs.get("pbt_parent")
+    if isinstance(p, int) and not isinstance(p, bool):
+        return p
+    lineage = attrs.get("lineage")
+    if isinstance(lineage, list) and lineage:
+        lineage = lineage[-1]
+    if isinstance(lineage, dict):
+        lineage = lineage.get("parent_trial", lineage.get("parent", lineage.get("trial")))
+    if isinstance(lineage, int) and not isinstance(lineage, bool):
+        return lineage
+    return None
+
+
+def read_trials(study: optuna.Study, url: str | None = None) -> list[TrialInfo]:
+    """Every trial of the study as ``TrialInfo``, read in one pass (plain SQL when ``url`` is an
+    SQL storage, else Optuna's ``get_trials``)."""
+    from shoal.report._sql import RawTrial, read_sql_trials
+
+    raw = read_sql_trials(url, study.study_name) if url else None
+    if raw is None:
+        raw = []
+        for t in study.get_trials(deepcopy=False):
+            r = RawTrial(t.number, t.state.name.lower())
+            r.start, r.end = t.datetime_start, t.datetime_complete
+            r.value = t.values[0] if t.values is not None and len(t.values) == 1 else None
+            r.params, r.distributions, r.user_attrs = t.params, t.distributions, t.user_attrs
+            raw.append(r)
+    starts = [r.start for r in raw if r.start is not None]
+    t0 = min(starts) if starts else None
+    out = []
+    for r in raw:
+        a = r.user_attrs
+        config = a.get("config")
+        curves = a.get("curves")
+        epochs = a.get("epochs_run")
+        out.append(TrialInfo(
+            number=r.number, state=r.state, value=_float(r.value) if r.state == "complete" else None,
+            config=config if isinstance(config, dict) else dict(r.params),
+            curves=curves if isinstance(curves, dict) else {}, seconds=_float(a.get("seconds")),
+            start=(r.start - t0).total_seconds() if t0 is not None and r.start else None,
+            end=(r.end - t0).total_seconds() if t0 is not None and r.end else None,
+            epochs_run=epochs if isinstance(epochs, int) else None, stage=a.get("stage"), parent=_parent(a),
+            fail_reason=str(a["fail_reason"]) if a.get("fail_reason") is not None else None,
+            params=r.params, distributions=r.distributions,
+        ))
+    return out
+
+
+# --------------------------------------------------------------------------------------------- build
+def build_report(study: optuna.Study, *, color_by: str | None = None, max_curves: int = 200, top: int = 10,
+                 importance: bool = True, rules: GapRules | None = None, url: str | None = None) -> ReportData:
+    """Compute every section of a report from a study.
+
+    Args:
+        study: an Optuna study (single objective).
+        color_by: the hyperparameter colouring the learning curves (default: the most important
+            one, else ``lr``).
+        max_curves: at most this many learning curves are drawn (the best trials, then evenly spread).
+        top: how many best configurations to list.
+        importance: compute parameter importance (fANOVA up to 200 complete trials, PED-ANOVA above).
+        rules: thresholds for the over- and underfitting flags.
+        url: the study's SQL storage URL, when known: its trials are then read with plain SQL.
+
+    Returns:
+        The report's data.
+    """
+    if len(study.directions) != 1:
+        raise ConfigError(f"The study {study.study_name!r} has {len(study.directions)} objectives; "
+                          "reports cover single-objective studies.")
+    settings = dict(study.user_attrs.get("shoal", {}) or {})
+    direction = study.direction.name.lower()
+    metric = str(settings.get("metric", "value"))
+    trials = read_trials(study, url)
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state] = states.get(t.state, 0) + 1
+    complete = [t for t in trials if t.value is not None]
+    maximize = direction == "maximize"
+    ranked = sorted(complete, key=lambda t: -t.value if maximize else t.value)
+    params = param_data(complete)
+    imp = param_importance(complete, direction) if importance else Importance("", {}, "importance was not computed")
+    if color_by is None:
+        color_by = next(iter(imp.values), None) or ("lr" if "lr" in params.values or "lr" in params.constant else None)
+    rules = rules or GapRules()
+    contour, reason = contour_data(params, imp)
+    return ReportData(
+        study_name=study.study_name, direction=direction, metric=metric, settings=settings, states=states,
+        trials=trials, history=history(trials, maximize), curves=curve_set(trials, ranked, metric, color_by, max_curves),
+        params=params, importance=imp, contour=contour, contour_reason=reason,
+        best=[best_row(t) for t in ranked[:top]], gaps=gap_rows(trials, rules), gap_rules=rules,
+        stages=stage_rows(trials, maximize), lineage=lineage_data(trials), timing=timing(trials),
+    )
+
+
