@@ -400,6 +400,10 @@ def render_html(d: ReportData) -> str:
     states = ", ".join(f"{n} {s}" for s, n in sorted(d.states.items()))
     put("history", _history_fig(d), f"{d.metric} of each complete trial ({d.direction}) and the best so far; "
         "pruned and failed trials are marked on the lowest value.", "No trial has finished yet.")
+    failed = [t for t in d.trials if t.state == "fail"]
+    if failed and "history" in figs:
+        body["history"] += _note(f"{len(failed)} failed trials; the last reasons:") + _table(
+            ["#", "reason"], [[str(t.number), (t.fail_reason or "?")[:160]] for t in failed[-10:]])
     cs = d.curves
     color = f", coloured by {cs.color_by}" if cs.color_by else ""
     put("curves", _curves_fig(d), f"{cs.metric} per epoch for {len(cs.curves)} of {cs.total} trials{color}. "

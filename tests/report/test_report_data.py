@@ -1,0 +1,134 @@
+"""The report's data layer on a known study: every number checked, no rendering."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import create_trial
+
+from shoal._errors import ConfigError
+from shoal.report import GapRules, build_report, load_report, read_trials
+from tests.conftest import subprocess_env
+
+
+def test_history_best_so_far_and_unfinished_marks(known_db):
+    d = load_report(str(known_db))
+    assert d.study_name == "known" and d.metric == "val_loss" and d.direction == "minimize"
+    assert d.states == {"complete": 4, "pruned": 1, "fail": 1}
+    assert d.history.numbers == [0, 1, 2, 5]
+    assert d.history.values == [0.5, 0.3, 0.9, 0.2]
+    assert d.history.best == [0.5, 0.3, 0.3, 0.2]
+    assert list(zip(d.history.other_numbers, d.history.other_states)) == [(3, "pruned"), (4, "fail")]
+    assert d.history.stages == ["coarse", "coarse", "coarse", "fine"]
+
+
+def test_best_configs_in_order_with_their_accuracy(known_db):
+    d = load_report(str(known_db), top=3)
+    assert [b.number for b in d.best] == [5, 1, 0]
+    assert d.best[0].config == {"optimizer": "adam", "lr": 0.003, "width": 128}
+    assert d.best[0].val_acc == 0.95 and d.best[0].epochs_run == 3 and d.best[0].seconds == 3.0
+
+
+def test_gaps_flag_overfitting_and_underfitting(known_db):
+    d = load_report(str(known_db))
+    rows = {g.number: g for g in d.gaps}
+    assert sorted(rows) == [0, 1, 2, 3, 5]  # the failed trial has no curves
+    assert rows[1].gap == pytest.approx(0.25) and rows[1].val_rising and rows[1].flag == "overfit"
+    assert rows[2].train_acc == 0.3 and rows[2].flag == "underfit"
+    assert rows[5].gap == pytest.approx(0.05) and not rows[5].val_rising and rows[5].flag == ""
+    assert rows[0].flag == "" and rows[3].state == "pruned"
+    # Stricter rules flag more: trial 5's gap (0.05) is above 0.2 x 0.2 once a rise is not required.
+    strict = load_report(str(known_db), rules=GapRules(overfit_ratio=0.2, rise=-1.0, underfit_share=0.1))
+    assert {g.number: g.flag for g in strict.gaps}[5] == "overfit"
+    assert {g.number: g.flag for g in strict.gaps}[2] == ""
+
+
+def test_stages_lineage_and_timing(known_db):
+    d = load_report(str(known_db))
+    coarse, fine = d.stages
+    assert (coarse.stage, coarse.trials, coarse.complete, coarse.best_value, coarse.best_number) == ("coarse", 4, 3, 0.3, 1)
+    assert (fine.stage, fine.trials, fine.complete, fine.best_value, fine.best_number) == ("fine", 2, 1, 0.2, 5)
+    assert d.lineage.edges == [(0, 5)] and d.lineage.values == {0: 0.5, 5: 0.2}
+    t = d.timing
+    assert t.finished == 6
+    assert t.wall_seconds == pytest.approx(53.0)  # trial 0 starts at 0 s, trial 5 ends at 53 s
+    assert t.busy_seconds == pytest.approx(5 * 3 + 1)  # no two trials overlap; the failed one ran 1 s
+    assert t.idle_seconds == pytest.approx(53 - 16)
+    assert t.trial_seconds == pytest.approx(16.0)
+    assert t.configs_per_second == pytest.approx(6 / 53)
+    assert [s[0] for s in t.segments] == list(range(6)) and t.segments[4][3] == "fail"
+
+
+def test_curves_coloured_by_a_parameter_and_downsampled(known_db):
+    d = load_report(str(known_db), color_by="lr")
+    cs = d.curves
+    assert cs.metric == "val_loss" and cs.total == 5 and cs.color_by == "lr"
+    assert cs.color_kind == "numeric" and cs.color_log  # 0.001 .. 0.1 spans two decades
+    assert {c.number: c.values for c in cs.curves}[1] == [1.0, 0.25, 0.3]
+    assert {c.number: c.color for c in cs.curves} == {0: 0.01, 1: 0.1, 2: 0.001, 3: 0.05, 5: 0.003}
+    small = load_report(str(known_db), color_by="optimizer", max_curves=4)
+    assert small.curves.color_kind == "categorical"
+    assert len(small.curves.curves) == 4 and "4 of 5 curves drawn" in small.curves.note
+    assert 5 in {c.number for c in small.curves.curves}  # the best trial is always drawn
+    assert load_report(str(known_db), color_by="no_such_param").curves.color_by is None
+
+
+def test_params_importance_and_contour(known_db):
+    d = load_report(str(known_db))
+    p = d.params
+    assert p.numbers == [0, 1, 2, 5] and p.objective == [0.5, 0.3, 0.9, 0.2]
+    assert p.names == ["optimizer", "lr", "width"]
+    assert p.values["lr"] == [0.01, 0.1, 0.001, 0.003] and p.kinds["optimizer"] == "categorical"
+    assert p.logs["lr"] and not p.logs["width"]
+    assert d.importance.evaluator == "fANOVA" and set(d.importance.values) == {"optimizer", "lr", "width"}
+    assert sum(d.importance.values.values()) == pytest.approx(1.0)
+    assert list(d.importance.values.values()) == sorted(d.importance.values.values(), reverse=True)
+    c = d.contour
+    assert [c.x, c.y] == list(d.importance.values)[:2]
+    assert len(c.z) == len(c.grid_y) == 30 and len(c.z[0]) == len(c.grid_x) == 30
+    finite = [v for row in c.z for v in row if v is not None]
+    assert finite and 0.2 - 1e-9 <= min(finite) and max(finite) <= 0.9 + 1e-9  # interpolation stays in range
+    assert d.contour_reason == ""
+
+
+def test_sql_fast_path_reads_what_optuna_reads(known_db):
+    study = optuna.load_study(study_name="known", storage=f"sqlite:///{known_db}")
+    fast = read_trials(study, url=f"sqlite:///{known_db}")
+    slow = read_trials(study)
+    assert [vars(t) for t in fast] == [vars(t) for t in slow]
+    assert fast[3].state == "pruned" and fast[4].fail_reason == "training diverged at epoch 1"
+
+
+def test_small_studies_say_why_sections_are_empty(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(storage=url, study_name="empty")
+    d = build_report(study)
+    assert d.history.numbers == [] and d.best == [] and d.timing is None and d.curves.curves == []
+    assert "at least 2 complete trials" in d.importance.reason and "at least 4" in d.contour_reason
+    dist = {"lr": FloatDistribution(1e-4, 1.0, log=True)}
+    for v in (0.4, 0.6, 0.5):  # lr never varies: nothing to rank
+        study.add_trial(create_trial(value=v, params={"lr": 0.01}, distributions=dist))
+    d = build_report(study)
+    assert "no sampled parameter took more than one value" in d.importance.reason
+    assert d.params.names == [] and d.params.constant == {"lr": 0.01}
+    assert d.history.best == [0.4, 0.4, 0.4]
+
+
+def test_missing_storage_or_study_is_a_clear_error(known_db, workdir):
+    with pytest.raises(ConfigError, match="No storage given and no shoal.db"):
+        load_report(None)
+    with pytest.raises(ConfigError, match="Storage file not found"):
+        load_report("nope.db")
+    with pytest.raises(ConfigError, match="No study named 'other'.*Studies here: known"):
+        load_report(str(known_db), "other")
+
+
+def test_data_layer_imports_without_plotly():
+    code = ("import sys, shoal.report; from shoal.report import load_report, build_report; "
+            "print('plotly' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), check=True)
+    assert out.stdout.strip() == "False"
