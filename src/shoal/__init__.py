@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from shoal._errors import ConfigError, Diverged, MissingDependencyError, ShoalError, TrialFailed
+from shoal._errors import ConfigError, Diverged, MissingDependencyError, ShoalError, StorageError, TrialFailed
 from shoal.space import Categorical, Fixed, Float, Int, Space, preset
 from shoal.study import Experiment, TuneResult, load_experiment, tune
 from shoal.panda import babysit  # panda mode: one model, watched and steered
@@ -29,6 +29,7 @@ __all__ = [
     "MissingDependencyError",
     "ShoalError",
     "Space",
+    "StorageError",
     "TrialFailed",
     "TuneResult",
     "__version__",

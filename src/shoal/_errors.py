@@ -7,6 +7,9 @@ Exception tree::
     │                          a range with low >= high ... The CLI prints the message as one
     │                          paragraph and exits with code 2, writing nothing to the storage.
     ├── MissingDependencyError an optional extra is not installed (the message names the extra)
+    ├── StorageError           the study's storage cannot be written: locked by another program,
+    │                          read-only, or its disk is full. The CLI exits with code 2; every
+    │                          trial recorded before stays, and running trials run again next time
     └── TrialFailed            a trial that could not finish; recorded as FAIL with its reason,
         └── Diverged           the loss became NaN / inf or exploded; the study goes on
 
@@ -16,7 +19,7 @@ Messages follow one shape: what was wrong, the bad value, and how to fix it, e.g
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "Diverged", "MissingDependencyError", "ShoalError", "TrialFailed"]
+__all__ = ["ConfigError", "Diverged", "MissingDependencyError", "ShoalError", "StorageError", "TrialFailed"]
 
 
 class ShoalError(Exception):
@@ -29,6 +32,10 @@ class ConfigError(ShoalError, ValueError):
 
 class MissingDependencyError(ShoalError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
+
+
+class StorageError(ShoalError):
+    """The storage refused a write (locked, read-only, disk full); what it holds is intact."""
 
 
 class TrialFailed(ShoalError):

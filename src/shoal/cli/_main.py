@@ -70,6 +70,8 @@ def tune(
                                                           "step by copies of the top share (default 0.25).")] = None,
     pbt_explore: Annotated[Optional[str], typer.Option(help="pbt: 'perturb' (x0.8 / x1.2) or 'resample'.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Validate the settings, space, data and storage, "
+                                        "then exit (0 when all is well) without training or writing.")] = False,
 ) -> None:
     """Run (or resume) a tuning study. Running the same command again continues it."""
     from shoal.space import parse_override
@@ -89,6 +91,11 @@ def tune(
         exp = load_experiment(experiment, **flags)
     else:
         exp = make_experiment({k: v for k, v in flags.items() if v is not None})
+    if check:
+        from shoal.study._tune import check as check_experiment
+
+        console.print(f"[green]ok:[/] {check_experiment(exp)}", highlight=False)
+        return
     result = run_tune(experiment=exp, progress=not quiet, console=console)
     study_obj = result.study
     console.print(summary_table(study_obj, metric=exp.metric))
@@ -208,21 +215,29 @@ from shoal.cli import _report  # noqa: E402,F401  (report, compare, compare-opti
 def main() -> None:
     """Entry point: bad input ends with one clear paragraph and exit code 2, no traceback."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, click returns (not raises) the code of typer.Exit, and 130 for a
+        # KeyboardInterrupt (Ctrl-C); anything else a command returns is None.
+        code = app(standalone_mode=False)
     except ShoalError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted:[/] run the same command again to continue the study.")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
+        _error(str(exc))
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    except Exception as exc:
+        # Usage errors (unknown flag, a word where a number goes) are click's ClickException; typer
+        # vendors its own click, so they are told apart by their format_message, not their class.
+        if not callable(getattr(exc, "format_message", None)):
+            raise
+        message = " ".join(str(exc.format_message()).split()).rstrip(".")
+        if not message:  # `shoal` alone: the help was printed
             sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+        ctx = getattr(exc, "ctx", None)
+        _error(f"{message}. See `{getattr(ctx, 'command_path', None) or 'shoal'} --help`.")
+    if code == 130:
+        err_console.print("[yellow]interrupted:[/] run the same command again to continue the study.")
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str) -> None:
+    """One paragraph on stderr and exit code 2: bad input, or a storage that cannot be written."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(2)

@@ -92,6 +92,8 @@ def train_job(job: Job, runner: StudyRunner, exp: Experiment, data: PreparedData
                 value = record.metrics()[metric]
             stop = runner.report(job, record.epoch, value)
             pruned.append(stop)
+            if not stop and record.epoch < exp.epochs:
+                runner.check_stop()  # a Ctrl-C stops here (a trial at its last epoch completes first)
             return stop
 
         history = train(job.config, fold, family=exp.preset, epochs=exp.epochs, seed=job.seed + k,

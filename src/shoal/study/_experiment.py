@@ -6,6 +6,8 @@ Validated as a whole before anything touches the storage, so that bad input writ
 from __future__ import annotations
 
 import difflib
+import math
+import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,6 +21,20 @@ __all__ = ["Experiment", "load_experiment", "resolve_storage"]
 METRIC_DIRECTIONS = {"val_loss": "minimize", "val_acc": "maximize"}
 ENGINES = ("auto", "population", "single")
 EXECUTORS = ("auto", "local", "processes", "ray")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# Declared field type -> (check, how the message names it). Paths count as strings (Python callers).
+_KINDS = {
+    "str": (lambda v: isinstance(v, (str, os.PathLike)), "a string"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "float": (_is_number, "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "None": (lambda v: v is None, "unset"),
+}
 
 
 @dataclass
@@ -79,6 +95,7 @@ class Experiment:
     def validate(self) -> None:
         from shoal.space import PRESETS
 
+        self._validate_types()
         if self.preset not in PRESETS:
             from shoal.space import preset
 
@@ -116,6 +133,20 @@ class Experiment:
         self._validate_strategy_settings()
         if not isinstance(self.params, Mapping):
             raise ConfigError(f"The 'params' (or [space]) section must be a table. Got {self.params!r} instead.")
+
+    def _validate_types(self) -> None:
+        """Each plain setting has its declared type (from a TOML file anything can arrive: a date,
+        a table, a string where a number belongs); numbers are finite, booleans are not numbers."""
+        for f in fields(self):
+            kinds = str(f.type).replace(" ", "").split("|")
+            value = getattr(self, f.name)
+            if not set(kinds) <= set(_KINDS) or (value is None and "None" in kinds):
+                continue  # lists and tables are checked where they are read
+            if f.name == "data" and isinstance(value, tuple) and len(value) == 2:
+                continue  # shoal.tune(data=(X, y)): arrays from Python
+            if not any(_KINDS[k][0](value) for k in kinds if k != "None"):
+                wanted = " or ".join(_KINDS[k][1] for k in kinds)
+                raise ConfigError(f"The '{f.name}' setting must be {wanted}. Got {value!r} instead.")
 
     def _validate_strategy_settings(self) -> None:
         """Coarse-to-fine stages and PBT's schedule."""
@@ -228,17 +259,20 @@ def make_experiment(settings: Mapping[str, Any], source: str = "arguments") -> E
     return Experiment(**normalized)
 
 
-def resolve_storage(storage: str | None):
+def resolve_storage(storage: str | None, create: bool = True):
     """A storage for Optuna: a SQLite file by default, any SQLAlchemy URL, or a journal file.
 
     ``None`` -> ``sqlite:///shoal.db`` in the working folder; ``x.db`` / ``x.sqlite`` -> that SQLite
     file; ``x.log`` / ``x.jsonl`` / ``journal:x`` -> an Optuna journal file; ``scheme://...`` -> as is,
     except that a database server's URL (PostgreSQL, MySQL) opens with heartbeats for several
-    drivers (see ``_shared``).
+    drivers (see ``_shared``). With ``create=False`` nothing is opened (opening a journal file
+    creates it): the storage is only checked, and described as a string.
     """
     if storage is None or storage == "":
         return "sqlite:///shoal.db"
     s = str(storage)
+    if "://" in s and not create:
+        return s
     if "://" in s:
         from shoal.study._shared import server_storage
 
@@ -250,6 +284,8 @@ def resolve_storage(storage: str | None):
         path = s.removeprefix("journal:")
         if Path(path).parent and not Path(path).parent.exists():
             raise ConfigError(f"The folder of journal file {path!r} does not exist. Create it first.")
+        if not create:
+            return f"journal:{path}"
         return JournalStorage(JournalFileBackend(path))
     if s.endswith((".db", ".sqlite", ".sqlite3")):
         if not Path(s).parent.exists():

@@ -125,7 +125,7 @@ class StudyRunner:
                 self.study.tell(t.number, state=TrialState.FAIL)
             except UpdateFinishedTrialError:  # another driver recovered it first
                 continue
-            self.study.enqueue_trial(t.params, user_attrs=_retry_attrs(t), skip_if_exists=False)
+            self.study.enqueue_trial(_planned_params(t), user_attrs=_retry_attrs(t), skip_if_exists=False)
         return len(stale)
 
     # ------------------------------------------------------------------ Ctrl-C
@@ -251,12 +251,13 @@ class StudyRunner:
         A trial the storage already holds as finished (a second Ctrl-C can land between its tell
         and this runner's bookkeeping) is left as it is.
         """
-        if self.study._storage.get_trial(job.trial._trial_id).state.is_finished():
+        stored = self.study._storage.get_trial(job.trial._trial_id)
+        if stored.state.is_finished():
             self.running.pop(job.number, None)
             return
         job.trial.set_user_attr("fail_reason", INTERRUPTED)
         self._tell(job, state=_state("FAIL"))
-        self.study.enqueue_trial(job.trial.params, user_attrs=_retry_attrs(job.trial), skip_if_exists=False)
+        self.study.enqueue_trial(_planned_params(stored), user_attrs=_retry_attrs(job.trial), skip_if_exists=False)
         self._waiting += 1
 
     def _tell(self, job: Job, **kwargs: Any) -> None:
@@ -307,6 +308,12 @@ class StudyRunner:
                 self.fail(job, f"{type(exc).__name__}: {exc}", {"traceback": traceback.format_exc()[-4000:]})
                 continue
             self.complete(job, value, extra)
+
+
+def _planned_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The parameters a re-run must repeat: those sampled so far, and those it was queued with
+    (a process killed while a retry was sampling its parameters leaves only some of them set)."""
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
 
 
 def _retry_attrs(trial: Any) -> dict[str, Any]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from shoal._errors import ConfigError
+from shoal._errors import ConfigError, StorageError
 from shoal.study._experiment import Experiment, load_experiment, make_experiment, resolve_storage
 
 if TYPE_CHECKING:
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
 
     from shoal.space import Space
 
-__all__ = ["TuneResult", "open_study", "tune"]
+__all__ = ["TuneResult", "check", "open_study", "tune"]
 
 
 @dataclass
@@ -103,10 +105,17 @@ def tune(
             f"The metric {exp.metric!r} is always {exp.direction}d; drop direction={direction!r} "
             "or pick the other metric."
         )
+    tuned_space, data, engine, body = _plan(exp, space)
+    return _run(exp, tuned_space, exp.direction, exp.metric, lambda runner: body(runner, exp, data),
+                progress, console, attrs={"data": data.description, "device": data.device, "engine": engine})
+
+
+def _plan(exp: Experiment, space: Space | None = None) -> tuple[Space, Any, str, Callable]:
+    """Everything that can fail on user input, run before the storage is touched: the space, the
+    data (loaded, split, scaled, on its device), the engine and the loop that trains."""
     from shoal.study._builtin import prepare_data, run_builtin
     from shoal.study._caviar import run_caviar
 
-    # Everything that can fail on user input runs before the storage is touched.
     tuned_space = space.copy().update(exp.params) if space is not None else exp.space()
     data = prepare_data(exp)
     engine = exp.resolved_engine(data.device)
@@ -116,8 +125,35 @@ def tune(
             raise ConfigError("PBT copies weights between members of a population: use --engine population "
                               "(or auto) with --strategy pbt.")
         from shoal.study._pbt import run_pbt as body
-    return _run(exp, tuned_space, exp.direction, exp.metric, lambda runner: body(runner, exp, data),
-                progress, console, attrs={"data": data.description, "device": data.device, "engine": engine})
+    return tuned_space, data, engine, body
+
+
+def check(experiment: str | Experiment | None = None, **settings: Any) -> str:
+    """Validate a built-in study's settings as ``tune`` would (settings, space, data, strategy,
+    pruner, storage kind and folder) without training or touching the storage.
+
+    Returns a one-line summary; raises ConfigError on bad input (``shoal tune --check``).
+
+    Example:
+        >>> check(data="digits", preset="mlp", trials=5)  # doctest: +SKIP
+        'digits-mlp: digits: 1797 samples ...'
+    """
+    from shoal.study._strategies import make_pruner, make_sampler
+
+    if isinstance(experiment, Experiment):
+        exp = make_experiment({**experiment.to_dict(), **settings})
+    elif experiment is not None:
+        exp = load_experiment(experiment, **settings)
+    else:
+        exp = make_experiment(settings)
+    space, data, engine, _ = _plan(exp)
+    make_sampler("random" if exp.strategy == "coarse-to-fine" else exp.strategy, seed=exp.seed, space=space,
+                 grid_points=exp.grid_points)
+    make_pruner(exp.pruner, epochs=exp.epochs)
+    storage = resolve_storage(exp.storage, create=False)
+    return (f"{exp.study_name}: {data.description}; {engine} engine on {data.device}; {exp.strategy}, "
+            f"{exp.trials} trials x {exp.epochs} epochs over {len(space.describe().splitlines())} "
+            f"parameters; storage {storage}. Nothing was written.")
 
 
 def _tune_objective(objective, space, exp, direction, progress, console) -> TuneResult:
@@ -135,10 +171,81 @@ def _tune_objective(objective, space, exp, direction, progress, console) -> Tune
     metric = "value"
     if exp.study is None:
         exp.study = getattr(objective, "__name__", "objective")
-    return _run(exp, space, direction, metric, lambda runner: runner.run_objective(objective), progress, console,
+    from shoal.study._fidelity import FunctionPool, has_fidelity, run_fidelity
+
+    if exp.strategy == "pbt":
+        if not has_fidelity(objective):
+            raise ConfigError("PBT trains members a few epochs at a time and copies the best: the objective must "
+                              "take a fidelity argument, fn(config, epochs, state=None) -> (value, state).")
+
+        def body(runner):
+            from shoal.study._pbt import run_pbt
+
+            run_pbt(runner, exp, None, pool=FunctionPool(objective), maximize=direction == "maximize", metric="value")
+    elif has_fidelity(objective):
+        def body(runner):
+            run_fidelity(runner, objective, exp)
+    else:
+        def body(runner):
+            runner.run_objective(objective)
+    return _run(exp, space, direction, metric, body, progress, console,
                 attrs={"objective": getattr(objective, "__qualname__", repr(objective))})
 
 
+# What a failed write of the storage says, and what the user can do about it.
+_DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EFBIG: "the file is too large for this disk or limit",
+                errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                errno.EPERM: "permission denied", errno.EDQUOT: "the disk quota is used up"}
+_SQLITE_HINTS = (("locked", "another program holds a lock on it (close it, or wait for it to finish)"),
+                 ("readonly", "it is read-only"), ("read-only", "it is read-only"),
+                 ("full", "the disk is full"), ("disk i/o", "the disk failed a write (full, or removed)"),
+                 ("unable to open", "the file cannot be opened or created (check the folder and permissions)"))
+
+
+def storage_error(exc: BaseException, storage: Any) -> StorageError | None:
+    """A clear StorageError for a failed write of the study's storage, or None for other errors.
+
+    Optuna wraps the database's own error (``StorageInternalError`` around SQLAlchemy's around
+    sqlite3's); the reason is found by walking the chain of causes.
+    """
+    import sqlite3
+
+    seen = exc
+    while seen is not None:
+        reason = None
+        if isinstance(seen, sqlite3.Error) or type(seen).__module__.startswith("sqlalchemy"):
+            text = str(getattr(seen, "orig", None) or seen).split("\n")[0]
+            reason = next((hint for key, hint in _SQLITE_HINTS if key in text.lower()), None)
+            reason = f"{reason} ({text})" if reason else None
+        elif isinstance(seen, OSError) and seen.errno in _DISK_ERRNOS:
+            reason = f"{_DISK_ERRNOS[seen.errno]} ({seen.strerror})"
+        if reason:
+            return StorageError(
+                f"The storage {str(storage or 'shoal.db')!r} could not be written: {reason}. Nothing recorded "
+                "is lost: every trial finished before this stays in the storage, and trials that were "
+                "running are run again next time. Fix the cause, then run the same command again."
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _storage_faults(run: Callable) -> Callable:
+    """Failed storage writes end the study with a StorageError instead of a database traceback."""
+
+    @functools.wraps(run)
+    def wrapper(exp: Experiment, *args: Any, **kwargs: Any) -> TuneResult:
+        try:
+            return run(exp, *args, **kwargs)
+        except Exception as exc:
+            error = storage_error(exc, exp.storage)
+            if error is None or isinstance(exc, StorageError):
+                raise
+            raise error from exc
+
+    return wrapper
+
+
+@_storage_faults
 def _run(exp: Experiment, space: Space, direction: str, metric: str, body: Callable, progress: bool,
          console: Console | None, attrs: Mapping[str, Any]) -> TuneResult:
     from shoal.study._display import Progress

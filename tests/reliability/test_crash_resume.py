@@ -1,0 +1,156 @@
+"""Kill `shoal tune` at random moments (SIGKILL) or stop it with Ctrl-C (SIGINT), run it again:
+finished trials are never lost, changed or counted twice, the budget holds, interrupted trials run again.
+
+The single-kill test in tests/cli/test_cli.py covers one kill of a TPE study; these kill repeatedly,
+at seeded random moments (before the study exists, between trials, inside populations), on both engines.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from shoal.study._runner import INTERRUPTED, counted
+from tests.conftest import subprocess_env
+from tests.reliability._helpers import snapshot, start, tune_cmd, wait_until
+
+TRIALS = 12
+
+
+def _finished(trials) -> dict[int, tuple]:
+    """What must survive: each finished trial's state, parameters, value and reason."""
+    return {t.number: (t.state, t.params, t.value, t.user_attrs.get("fail_reason"))
+            for t in trials if t.state.is_finished()}
+
+
+def _planned(t) -> dict:
+    """The parameters a trial sampled, and those it was queued with (a retry)."""
+    return {**t.system_attrs.get("fixed_params", {}), **t.params}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine, extra", [("single", []), ("population", ["--population", "4"])])
+def test_repeated_sigkill_loses_and_repeats_nothing(workdir, engine, extra):
+    db = workdir / "crash.db"
+    cmd = tune_cmd(db, *extra, engine=engine, trials=TRIALS)
+    rng = random.Random(f"kill-{engine}")
+    recorded: dict[int, tuple] = {}  # every finished trial seen after any kill
+    running_at_kill: set[int] = set()
+    kills = 0
+    for attempt in range(3):
+        proc = start(cmd, workdir)
+        if attempt != 1:
+            # Kill while it trains: after at least one more trial appears in the storage, plus a
+            # random delay (so the kill lands mid-epoch, mid-population or between trials).
+            seen = len(snapshot(db))
+            if wait_until(lambda: len(snapshot(db)) > seen, proc) is None:
+                assert proc.wait() == 0, proc.stderr.read()
+                break  # it finished before the kill: nothing left to interrupt
+            try:
+                proc.wait(timeout=rng.uniform(0.0, 1.5))
+            except subprocess.TimeoutExpired:
+                pass
+        else:
+            # Kill at a random moment from the start: while torch loads, while the study is created...
+            try:
+                proc.wait(timeout=rng.uniform(0.5, 6.0))
+            except subprocess.TimeoutExpired:
+                pass
+        if proc.poll() is not None:  # it finished on its own
+            assert proc.returncode == 0, proc.stderr.read()
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        kills += 1
+        now = snapshot(db)
+        running_at_kill |= {t.number for t in now if t.state == TrialState.RUNNING}
+        after = _finished(now)
+        for number, record in recorded.items():  # nothing finished before an earlier kill changed
+            assert after[number] == record
+        recorded.update(after)
+    assert kills >= 2
+
+    done = subprocess.run(cmd, cwd=workdir, env=subprocess_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    study = optuna.load_study(study_name="digits-mlp", storage=f"sqlite:///{db}")
+    trials = study.get_trials(deepcopy=False)
+    final = _finished(trials)
+    for number, record in recorded.items():
+        assert final[number] == record, f"trial {number} changed after a kill"
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+    # The budget: complete + pruned + failed-not-interrupted is exactly the number of trials asked for.
+    assert sum(counted(t) for t in trials) == TRIALS
+    interrupted = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == INTERRUPTED]
+    assert {t.number for t in interrupted} == running_at_kill
+    assert interrupted, "at least one kill should land while a trial trains"
+    retries = {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
+    assert len(retries) == len([t for t in trials if "retry_of" in t.user_attrs])  # each retried once
+    for t in interrupted:  # each interrupted trial ran again, later, with the same configuration
+        again = retries[t.number]
+        assert again.number > t.number
+        # (a process killed while a trial sampled its parameters leaves some unset: the retry draws those)
+        assert {k: _planned(again)[k] for k in _planned(t)} == _planned(t)
+        if "config" in t.user_attrs:  # it had started training: the very same configuration again
+            assert again.user_attrs["config"] == t.user_attrs["config"]
+    # No duplicates: each counted trial is a distinct draw, or the single retry of an interrupted one.
+    assert len(trials) == TRIALS + len(interrupted)
+
+    # Once more: the finished study stays as it is.
+    subprocess.run(cmd, cwd=workdir, env=subprocess_env(), check=True, capture_output=True)
+    assert _finished(snapshot(db)) == final
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine, extra", [("single", []), ("population", ["--population", "3"])])
+def test_sigint_finishes_the_epoch_records_interrupted_trials_and_exits_130(workdir, engine, extra):
+    db = workdir / "int.db"
+    epochs = 4
+    cmd = tune_cmd(db, *extra, engine=engine, trials=8, epochs=epochs)
+    proc = start(cmd, workdir)
+
+    def mid_training():
+        # A trial that has finished at least one trial before it, and is early in its own epochs,
+        # so it cannot reach its end between this look and the signal.
+        trials = snapshot(db)
+        running = [t for t in trials if t.state == TrialState.RUNNING and len(t.intermediate_values) < epochs - 2]
+        if running and any(t.state == TrialState.COMPLETE for t in trials):
+            return trials
+        return None
+
+    before = wait_until(mid_training, proc)
+    assert before is not None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "run the same command again" in " ".join(err.split())
+
+    trials = snapshot(db)
+    by_number = {t.number: t for t in trials}
+    for number, record in _finished(before).items():  # finished trials are kept as they were
+        assert _finished([by_number[number]])[number] == record
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    for t in before:
+        if t.state == TrialState.RUNNING and len(t.intermediate_values) < epochs - 2:
+            stopped = by_number[t.number]
+            assert stopped.state == TrialState.FAIL and stopped.user_attrs["fail_reason"] == INTERRUPTED
+            # It finished the epoch it was in before stopping: one more epoch reported than seen.
+            assert len(stopped.intermediate_values) > len(t.intermediate_values)
+    interrupted = [t for t in trials if t.user_attrs.get("fail_reason") == INTERRUPTED]
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert sorted(t.user_attrs["retry_of"] for t in waiting) == sorted(t.number for t in interrupted)
+
+    # The next run trains the interrupted trials again and completes the budget.
+    subprocess.run(cmd, cwd=workdir, env=subprocess_env(), check=True, capture_output=True)
+    trials = snapshot(db)
+    assert sum(counted(t) for t in trials) == 8
+    retried = {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
+    for t in interrupted:
+        assert retried[t.number].state == TrialState.COMPLETE and retried[t.number].params == t.params
