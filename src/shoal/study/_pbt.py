@@ -123,8 +123,14 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:
-    """Train a PBT population (``exp.trials`` members) for ``exp.epochs`` epochs."""
+def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, pool: Any = None,
+            maximize: bool | None = None, metric: str | None = None) -> None:
+    """Train a PBT population (``exp.trials`` members) for ``exp.epochs`` epochs.
+
+    ``pool`` is where members train: by default the population engine on ``data``; a
+    ``FunctionPool`` runs a user's fidelity objective instead (``maximize`` and ``metric`` then
+    say how to rank its records).
+    """
     import torch
 
     from shoal.engine import normalize
@@ -132,22 +138,25 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:
     from shoal.engine._pool import make_pool
     from shoal.study._builtin import trial_attrs
 
-    if len(data.folds) > 1:
+    if data is not None and len(data.folds) > 1:
         raise ConfigError("PBT trains each member on one split; drop --folds (k-fold) or use another strategy.")
     space = runner.space
     if not mutable_params(space):
         raise ConfigError("PBT has nothing to perturb: no searched learning rate, regularization or optimizer "
                           "coefficient is left in the space. Open one up with -p lr=1e-4:1e-1:log.")
-    maximize = exp.direction == "maximize"
+    maximize = exp.direction == "maximize" if maximize is None else maximize
+    metric = metric or exp.metric
+    device, engine = (data.device, "population") if data is not None else ("cpu", "objective")
+    norm = normalize if data is not None else dict  # a user objective gets its config as sampled
     study = runner.study
     ckpt = checkpoint_path(exp.storage, study.study_name)
     rng = np.random.default_rng([exp.seed, 7])
-    pool = make_pool(exp.preset, data.folds, data.device, int(exp.workers or 1))
+    pool = pool if pool is not None else make_pool(exp.preset, data.folds, data.device, int(exp.workers or 1))
     members: list[_Member] = []
     epoch = 0
 
     def attrs_of(m: _Member) -> dict[str, Any]:
-        a = trial_attrs([m.history], data.device, "population")
+        a = trial_attrs([m.history], device, engine)
         a["schedule"] = m.schedule
         a["pbt"] = {"slot": m.slot, "parent": m.parent, "start_epoch": m.start_epoch}
         return a
@@ -160,7 +169,7 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:
         schedule = list(seed_from.schedule) if seed_from is not None else []
         schedule.append({"from_epoch": epoch, "seed": seed, "config": cfg})
         job.trial.set_user_attr("schedule", schedule)
-        m = _Member(slot, job, normalize(cfg), seed, schedule,
+        m = _Member(slot, job, norm(cfg), seed, schedule,
                     history=list(seed_from.history) if seed_from is not None else [],
                     start_epoch=epoch, parent=seed_from.job.number if seed_from is not None else None)
         pool.add(_key(m), m.cfg, seed, 0, exp.epochs, start)
@@ -173,7 +182,7 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:
              "snapshot": pool.snapshot(_key(m))} for m in members]}
         _save(ckpt, payload)
 
-    resumed = _resume(runner, ckpt, pool, exp)
+    resumed = _resume(runner, ckpt, pool, exp, metric)
     if resumed is not None:
         epoch, members, state = resumed
         rng.bit_generator.state = state
@@ -181,7 +190,7 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:
     else:
         while (job := runner.ask()) is not None:
             try:
-                cfg = normalize(job.config)
+                cfg = norm(job.config)
             except ConfigError as exc:
                 runner.fail(job, str(exc))
                 continue
@@ -212,17 +221,17 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:
                     pool.remove(_key(m))
                     runner.fail(m.job, (reason or "no record").split("\n")[0], attrs_of(m))
                     continue
-                runner.report(m.job, epoch, getattr(r, exp.metric), ask_pruner=False)
+                runner.report(m.job, epoch, getattr(r, metric), ask_pruner=False)
                 alive.append(m)
             members = alive
             if epoch >= exp.epochs or not members:
                 break
             if epoch % exp.pbt_interval == 0:
-                members = _exploit(members, epoch, exp, space, rng, pool, runner, spawn, attrs_of, maximize)
+                members = _exploit(members, epoch, exp, space, rng, pool, runner, spawn, attrs_of, maximize, metric)
                 checkpoint()
         for m in members:
             pool.remove(_key(m))
-            runner.complete(m.job, getattr(m.history[-1], exp.metric), attrs_of(m))
+            runner.complete(m.job, getattr(m.history[-1], metric), attrs_of(m))
         members = []
         ckpt.unlink(missing_ok=True)
     except KeyboardInterrupt:
@@ -233,10 +242,10 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:
         pool.close()
 
 
-def _exploit(members, epoch, exp, space, rng, pool, runner, spawn, attrs_of, maximize):
+def _exploit(members, epoch, exp, space, rng, pool, runner, spawn, attrs_of, maximize, metric):
     """Rank by the metric; the bottom quantile copies a random top-quantile member and explores."""
     sign = -1.0 if maximize else 1.0
-    ranked = sorted(members, key=lambda m: sign * getattr(m.history[-1], exp.metric))
+    ranked = sorted(members, key=lambda m: sign * getattr(m.history[-1], metric))
     n = max(1, int(math.floor(exp.pbt_quantile * len(ranked)))) if len(ranked) >= 2 else 0
     top, bottom = ranked[:n], ranked[len(ranked) - n:]
     out = [m for m in members if m not in bottom]
@@ -257,7 +266,7 @@ def _exploit(members, epoch, exp, space, rng, pool, runner, spawn, attrs_of, max
     return sorted(out, key=lambda m: m.slot)
 
 
-def _resume(runner: StudyRunner, ckpt: Path, pool, exp: Experiment):
+def _resume(runner: StudyRunner, ckpt: Path, pool, exp: Experiment, metric: str):
     """Continue from the last checkpoint: each member whose trial was interrupted goes on in that
     trial's retry, at the checkpoint's epoch, with the checkpoint's weights and seed."""
     import torch
@@ -278,7 +287,7 @@ def _resume(runner: StudyRunner, ckpt: Path, pool, exp: Experiment):
         m = _Member(rec["slot"], job, rec["cfg"], rec["seed"], rec["schedule"], list(rec["history"]),
                     rec["start_epoch"], rec["parent"])
         for r in m.history[m.start_epoch:]:
-            runner.report(job, r.epoch, getattr(r, exp.metric), ask_pruner=False)
+            runner.report(job, r.epoch, getattr(r, metric), ask_pruner=False)
         pool.add(_key(m), m.cfg, m.seed, 0, exp.epochs, rec["snapshot"])
         members.append(m)
     for job in retries.values():

@@ -197,8 +197,14 @@ class StagePlanner:
             # Stages already left behind keep their sizes; the current and later ones may change
             # (a larger --trials continues the last stage).
             started = [rec.get("overrides") is not None for rec in saved]
-            ok = [rec["strategy"] for rec in saved] == [st.strategy for st in self.stages] and all(
-                rec["trials"] == st.trials for i, (rec, st) in enumerate(zip(saved, self.stages)) if any(started[i + 1:]))
+            ok = [rec["strategy"] for rec in saved] == [st.strategy for st in self.stages]
+            if ok:  # finished stages keep their sizes (fractions of a larger budget move); the last takes the rest
+                for i, (rec, st) in enumerate(zip(saved, self.stages)):
+                    if any(started[i + 1:]) and rec["trials"] != st.trials:
+                        self.stages[-1].trials += st.trials - rec["trials"]
+                        st.trials = rec["trials"]
+                ok = self.stages[-1].trials >= 1 and not any(
+                    rec["trials"] != st.trials for i, (rec, st) in enumerate(zip(saved, self.stages)) if any(started[i + 1:]))
             if not ok:
                 raise ConfigError(
                     f"The study {self.study.study_name!r} ran the stages "

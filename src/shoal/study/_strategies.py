@@ -33,6 +33,9 @@ PRUNERS = {
 }
 
 
+MAX_GRID = 100_000  # Optuna's GridSampler holds every point in memory
+
+
 def _unknown(kind: str, name: str, table: dict[str, str]) -> ConfigError:
     close = difflib.get_close_matches(str(name), list(table), n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -61,6 +64,11 @@ def make_sampler(name: str, *, seed: int, space: Space | None = None, grid_point
         grid = space.grid(grid_points)
         if not grid:
             raise ConfigError("The grid strategy found nothing to search: every parameter is fixed.")
+        size = space.grid_size(grid_points)
+        if size > MAX_GRID:
+            raise ConfigError(f"The grid has {size:,} points ({len(grid)} parameters, {grid_points} values per "
+                              f"number), more than {MAX_GRID:,}: a grid cannot cover this space. Fix most "
+                              "parameters (-p name=value), or use random, qmc or tpe, which scale to any space.")
         return _GridSampler(grid, seed=seed)
     if name in ("random", "pbt"):  # PBT's first generation is random
         return optuna.samplers.RandomSampler(seed=seed)
@@ -68,6 +76,9 @@ def make_sampler(name: str, *, seed: int, space: Space | None = None, grid_point
         raise ConfigError("coarse-to-fine chooses its samplers per stage (shoal.study._stages); "
                           "it has no single Optuna sampler.")
     if name == "qmc":
+        import warnings
+
+        warnings.filterwarnings("ignore", "QMCSampler is experimental", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
                                           warn_independent_sampling=False, warn_asynchronous_seeding=False)
     if name == "tpe":
