@@ -46,6 +46,7 @@ class TrialInfo:
     fail_reason: str | None = None
     params: dict[str, Any] = field(default_factory=dict)  # Optuna's sampled params (for importance)
     distributions: dict[str, Any] = field(default_factory=dict)
+    user_attrs: dict[str, Any] = field(default_factory=dict)  # everything the trial recorded
 
 
 @dataclass

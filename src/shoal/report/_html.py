@@ -69,7 +69,7 @@ def fmt(v: Any) -> str:
             return str(v)
         if v == 0:
             return "0"
-        return f"{v:.3e}" if (abs(v) < 1e-3 or abs(v) >= 1e5) else f"{v:.4g}"
+        return f"{v:.2e}" if (abs(v) < 1e-3 or abs(v) >= 1e5) else f"{v:.4g}"
     return str(v)
 
 

@@ -111,7 +111,7 @@ def read_trials(study: optuna.Study, url: str | None = None) -> list[TrialInfo]:
             end=(r.end - t0).total_seconds() if t0 is not None and r.end else None,
             epochs_run=epochs if isinstance(epochs, int) else None, stage=a.get("stage"), parent=_parent(a),
             fail_reason=str(a["fail_reason"]) if a.get("fail_reason") is not None else None,
-            params=r.params, distributions=r.distributions,
+            params=r.params, distributions=r.distributions, user_attrs=a,
         ))
     return out
 
