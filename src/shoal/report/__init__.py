@@ -9,6 +9,8 @@ Example:
     >>> write_html(data, "report.html")  # doctest: +SKIP
 """
 
+from shoal.report._compare import ComparisonData, GroupStats, load_comparison, run_comparison
+from shoal.report._compare_view import print_comparison, render_comparison, write_comparison
 from shoal.report._data import (
     BestRow,
     Contour,
@@ -30,11 +32,13 @@ from shoal.report._load import build_report, load_report, open_stored_study, rea
 
 __all__ = [
     "BestRow",
+    "ComparisonData",
     "Contour",
     "Curve",
     "CurveSet",
     "GapRow",
     "GapRules",
+    "GroupStats",
     "History",
     "Importance",
     "LineageData",
@@ -44,10 +48,15 @@ __all__ = [
     "Timing",
     "TrialInfo",
     "build_report",
+    "load_comparison",
     "load_report",
     "open_stored_study",
+    "print_comparison",
     "read_trials",
+    "render_comparison",
     "render_html",
+    "run_comparison",
+    "write_comparison",
     "write_html",
     "write_report",
 ]
