@@ -4,6 +4,8 @@ from the population checkpoint after a SIGKILL."""
 from __future__ import annotations
 
 import collections
+import json
+import re
 import math
 import signal
 import subprocess
@@ -87,6 +89,18 @@ def test_pbt_study_copies_the_best_and_records_lineage(workdir):
 
     records = replay(schedule_of(best), prepare_data(result.experiment).folds[0], epochs=6)
     assert [r.val_loss for r in records] == pytest.approx(best.user_attrs["curves"]["val_loss"], abs=1e-5)
+
+    # the same from the command line: the schedule exported as JSON and replayed on the study's data
+    from typer.testing import CliRunner
+
+    from shoal.cli._main import app
+
+    out = CliRunner().invoke(app, ["schedule", "-s", "pbt.db", "--study", "pbt", "-o", "best.json", "--replay"])
+    assert out.exit_code == 0, out.output
+    assert json.loads((workdir / "best.json").read_text())["schedule"] == schedule_of(best)
+    assert "replayed 6 epochs" in out.output
+    diff = re.search(r"largest\s+difference\s+over\s+the\s+curve\s+([-+0-9.e]+)\)", out.output)
+    assert diff and float(diff.group(1)) < 1e-5
 
 
 def test_pbt_refuses_what_it_cannot_do(workdir):

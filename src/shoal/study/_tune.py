@@ -107,7 +107,7 @@ def tune(
         )
     tuned_space, data, engine, body = _plan(exp, space)
     return _run(exp, tuned_space, exp.direction, exp.metric, lambda runner: body(runner, exp, data),
-                progress, console, attrs={"data": data.description, "device": data.device, "engine": engine})
+                progress, console, attrs={"data_description": data.description, "device": data.device, "engine": engine})
 
 
 def _plan(exp: Experiment, space: Space | None = None) -> tuple[Space, Any, str, Callable]:
