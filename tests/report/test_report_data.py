@@ -132,3 +132,21 @@ def test_data_layer_imports_without_plotly():
             "print('plotly' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_contour_of_a_large_study_is_the_mean_per_cell():
+    from shoal.report import Importance, ParamData
+    from shoal.report._sections import INTERPOLATE_UP_TO, contour_data
+
+    n = INTERPOLATE_UP_TO + 100
+    xs = [i / (n - 1) for i in range(n)]
+    ys = [(i * 7 % n) / (n - 1) for i in range(n)]
+    params = ParamData(list(range(n)), [10 * x for x in xs], ["a", "b"], {"a": xs, "b": ys},
+                       {"a": "numeric", "b": "numeric"}, {"a": False, "b": False}, {})
+    c, reason = contour_data(params, Importance("fANOVA", {"b": 0.6, "a": 0.4}), size=10)
+    assert reason == "" and c.method == "cell mean" and (c.x, c.y) == ("b", "a")
+    # The value is 10 x a, and a is the y axis: each row's cells hold means within that row's band.
+    for row, (lo, hi) in zip(c.z, [(k / 10, (k + 1) / 10) for k in range(10)]):
+        for v in row:
+            assert v is None or 10 * lo - 1e-9 <= v <= 10 * hi + 1e-9
+    assert sum(v is not None for row in c.z for v in row) > 50

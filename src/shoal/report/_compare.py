@@ -195,9 +195,10 @@ def _data_name(data: str) -> str:
     from pathlib import Path
 
     text = str(data)
-    if ":" in text:
+    if ":" in text:  # mnist:/data/mnist-10k -> mnist-10k; fashion-mnist:/data/x -> fashion-mnist-x
         kind, _, folder = text.partition(":")
-        text = f"{kind}-{Path(folder).name}"
+        name = Path(folder).name
+        text = name if name.startswith(kind) else f"{kind}-{name}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(text).stem if "." in Path(text).name else text)
 
 

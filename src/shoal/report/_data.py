@@ -121,6 +121,7 @@ class Contour:
     points_value: list[float]
     x_ticks: list[str] | None = None  # category names when the axis is categorical
     y_ticks: list[str] | None = None
+    method: str = "linear"  # "linear" interpolation, or "cell mean" for large studies
 
 
 @dataclass

@@ -412,8 +412,9 @@ def render_html(d: ReportData) -> str:
     put("parallel", fig, note, "Parallel coordinates need at least 2 complete trials and a varying parameter.")
     put("slice", _slice_fig(d), f"{d.metric} against each parameter that varied (complete trials).",
         "No parameter varied among the complete trials.")
-    put("contour", _contour_fig(d), f"Linear interpolation of {d.metric} between the trials (white dots); "
-        "blank where no trial is near.", f"No contour: {d.contour_reason}.")
+    how = ("Linear interpolation of {m} between the trials (white dots); blank outside them." if d.contour is None
+           or d.contour.method == "linear" else "Mean {m} of the trials (white dots) in each cell; blank: no trial.")
+    put("contour", _contour_fig(d), how.format(m=d.metric), f"No contour: {d.contour_reason}.")
     imp = d.importance
     put("importance", _importance_fig(d), f"Optuna's {imp.evaluator} importance over the sampled parameters "
         "that varied in every complete trial.", f"No importance: {imp.reason}.")

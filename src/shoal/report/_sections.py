@@ -138,6 +138,11 @@ def _axis(values: list[Any], kind: str, log: bool) -> tuple[list[float], list[st
     return [math.log10(v) if log else float(v) for v in values], None
 
 
+# Up to this many complete trials the contour interpolates linearly between them; above, it shows the
+# mean value per grid cell.
+INTERPOLATE_UP_TO = 300
+
+
 def contour_data(params: ParamData, imp: Importance, size: int = 30) -> tuple[Contour | None, str]:
     if len(params.numbers) < 4:
         return None, f"a contour needs at least 4 complete trials; this study has {len(params.numbers)}"
@@ -151,17 +156,31 @@ def contour_data(params: ParamData, imp: Importance, size: int = 30) -> tuple[Co
     x, y = ranked[:2]
     xs, xt = _axis(params.values[x], params.kinds[x], params.logs[x])
     ys, yt = _axis(params.values[y], params.kinds[y], params.logs[y])
-    pts = np.column_stack([xs, ys])
-    gx = np.linspace(min(xs), max(xs), size)
-    gy = np.linspace(min(ys), max(ys), size)
-    mx, my = np.meshgrid(gx, gy)
-    try:
-        z = griddata(pts, np.asarray(params.objective, float), (mx, my), method="linear")
-    except Exception:  # all points on a line (qhull): nearest neighbour still shows the trend
-        z = griddata(pts, np.asarray(params.objective, float), (mx, my), method="nearest")
+    objective = np.asarray(params.objective, float)
+    method = "linear"
+    if len(xs) <= INTERPOLATE_UP_TO:
+        gx = np.linspace(min(xs), max(xs), size)
+        gy = np.linspace(min(ys), max(ys), size)
+        mx, my = np.meshgrid(gx, gy)
+        pts = np.column_stack([xs, ys])
+        try:
+            z = griddata(pts, objective, (mx, my), method="linear")
+        except Exception:  # all points on a line (qhull): nearest neighbour still shows the trend
+            z = griddata(pts, objective, (mx, my), method="nearest")
+    else:
+        # Many trials: the mean value of the trials in each cell (a Delaunay triangulation of
+        # thousands of points on a few distinct values takes seconds, and the mean is plainer).
+        ex = np.linspace(min(xs), max(xs), size + 1)
+        ey = np.linspace(min(ys), max(ys), size + 1)
+        total, _, _ = np.histogram2d(xs, ys, bins=(ex, ey), weights=objective)
+        count, _, _ = np.histogram2d(xs, ys, bins=(ex, ey))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = (total / count).T  # rows follow y
+        gx, gy = (ex[:-1] + ex[1:]) / 2, (ey[:-1] + ey[1:]) / 2
+        method = "cell mean"
     grid = [[None if not np.isfinite(v) else float(v) for v in row] for row in z]
     return Contour(x, y, params.logs[x], params.logs[y], [float(v) for v in gx], [float(v) for v in gy], grid,
-                   xs, ys, list(params.objective), xt, yt), ""
+                   xs, ys, list(params.objective), xt, yt, method), ""
 
 
 def _pick_curves(with_curve: list[TrialInfo], ranked: list[TrialInfo], limit: int) -> list[TrialInfo]:
