@@ -89,7 +89,7 @@ def test_bad_comparison_settings_are_clear_errors(workdir, kwargs, message):
 
 
 def test_small_real_comparison_is_stored_and_reused(workdir):
-    d = run_comparison("activation", values=["relu", "tanh"], data="digits", seeds=2, budget=2, epochs=2,
+    d = run_comparison("activation", values=["relu", "tanh"], data="digits", seeds=2, budget=2, epochs=1,
                        storage="cmp.db", progress=False)
     url = "sqlite:///cmp.db"
     assert sorted(optuna.get_all_study_names(url)) == ["compare-activation-digits", "compare-activation-digits/lr-relu",
@@ -112,7 +112,7 @@ def test_small_real_comparison_is_stored_and_reused(workdir):
     assert d.groups[1].val_loss_mean == pytest.approx(list(expected))
     assert d.groups[1].final_acc == pytest.approx([t.user_attrs["curves"]["val_acc"][-1] for t in relu])
 
-    again = run_comparison("activation", values=["relu", "tanh"], data="digits", seeds=2, budget=2, epochs=2,
+    again = run_comparison("activation", values=["relu", "tanh"], data="digits", seeds=2, budget=2, epochs=1,
                            storage="cmp.db", progress=False)
     assert len(optuna.load_study(study_name="compare-activation-digits", storage=url).trials) == 8  # nothing re-run
     assert again.groups[1].val_loss_mean == d.groups[1].val_loss_mean
@@ -121,3 +121,19 @@ def test_small_real_comparison_is_stored_and_reused(workdir):
     for sid, _ in COMPARE_SECTIONS:
         assert f'<section id="{sid}">' in page
     assert external_references(page) == []
+
+
+def test_comparison_figures_are_valid_plotly_and_the_page_is_offline(tmp_path):
+    go = pytest.importorskip("plotly.graph_objects")
+    from shoal.report._compare_view import _accuracy_fig, _curves_fig, _speed_fig, summary_rows
+
+    _hand_made(tmp_path / "c.db")
+    d = load_comparison(str(tmp_path / "c.db"), "cmp")
+    for fig in (_curves_fig(d), _speed_fig(d), _accuracy_fig(d)):
+        go.Figure(fig)
+    header, rows = summary_rows(d)
+    assert rows[0][:3] == ["sgd", "default 0.01", "3+1 failed"] and rows[0][5] == "- (0/3)"
+    assert rows[1][5] == "2.333 (3/3)" and rows[1][6] == "2.333"  # epochs 3, 2, 2 at one second each
+    assert rows[1][4].startswith("0.9200 ± ")
+    page = render_comparison(d)
+    assert external_references(page) == [] and "budget 0" in page

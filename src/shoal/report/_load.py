@@ -150,7 +150,9 @@ def build_report(study: optuna.Study, *, color_by: str | None = None, max_curves
     params = param_data(complete)
     imp = param_importance(complete, direction) if importance else Importance("", {}, "importance was not computed")
     if color_by is None:
-        color_by = next(iter(imp.values), None) or ("lr" if "lr" in params.values or "lr" in params.constant else None)
+        # The most important parameter that configs hold (not an on/off switch such as weight_decay_on).
+        color_by = next((p for p in imp.values if p in params.values), None) or (
+            "lr" if "lr" in params.values or "lr" in params.constant else None)
     rules = rules or GapRules()
     contour, reason = contour_data(params, imp)
     return ReportData(
