@@ -93,6 +93,9 @@ def test_params_importance_and_contour(known_db):
     finite = [v for row in c.z for v in row if v is not None]
     assert finite and 0.2 - 1e-9 <= min(finite) and max(finite) <= 0.9 + 1e-9  # interpolation stays in range
     assert d.contour_reason == ""
+    skipped = load_report(str(known_db), importance=False)
+    assert skipped.importance.values == {} and skipped.importance.reason == "importance was not computed"
+    assert skipped.contour is not None  # the contour falls back to the parameters in table order
 
 
 def test_sql_fast_path_reads_what_optuna_reads(known_db):

@@ -12,7 +12,7 @@ from shoal.report._html import PALETTE, _layout, _note, _table, fmt, page
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from shoal.report._compare import ComparisonData, GroupStats
+    from shoal.report._compare import ComparisonData
 
 __all__ = ["COMPARE_SECTIONS", "print_comparison", "render_comparison", "summary_rows", "write_comparison"]
 

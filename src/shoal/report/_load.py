@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shoal._errors import ConfigError
-from shoal.report._data import GapRules, ReportData, TrialInfo, _float
+from shoal.report._data import GapRules, Importance, ReportData, TrialInfo, _float
 from shoal.report._sections import (
     best_row,
     contour_data,
