@@ -332,9 +332,12 @@ class FunctionalPopulation:
         kinds = [m.cfg["optimizer"] for m in members]
         present = set(kinds)
         mom = col([m.cfg["momentum"] if k == "momentum" else 0.0 for m, k in zip(members, kinds)])
-        b1 = col([m.cfg["beta1"] for m in members])
+        # 1 - beta in float64 first, as torch.optim does (1 - float32(0.999) is off by 1e-5 relative)
+        b1c = col([1 - m.cfg["beta1"] for m in members])
         b2 = col([m.cfg["beta2"] for m in members])
+        b2c = col([1 - m.cfg["beta2"] for m in members])
         alpha = col([m.cfg["rmsprop_alpha"] for m in members])
+        alphac = col([1 - m.cfg["rmsprop_alpha"] for m in members])
         eps = col([m.cfg["eps"] for m in members])
         adam_size = col([lr_ / (1 - m.cfg["beta1"] ** m.step) for lr_, m in zip(lrs, members)])
         adam_bc2 = col([math.sqrt(1 - m.cfg["beta2"] ** m.step) for m in members])
@@ -354,11 +357,11 @@ class FunctionalPopulation:
                     mb = c(mom) * self.m[name] + g
                     cand = (p - c(lr) * mb, mb, self.v[name])
                 elif kind == "rmsprop":
-                    sq = c(alpha) * self.v[name] + (1 - c(alpha)) * g * g
+                    sq = c(alpha) * self.v[name] + c(alphac) * g * g
                     cand = (p - c(lr) * g / (sq.sqrt() + c(eps)), self.m[name], sq)
                 else:  # adam
-                    ea = self.m[name].lerp(g, 1 - c(b1))
-                    sq = c(b2) * self.v[name] + (1 - c(b2)) * g * g
+                    ea = self.m[name].lerp(g, c(b1c))
+                    sq = c(b2) * self.v[name] + c(b2c) * g * g
                     cand = (p - c(adam_size) * ea / (sq.sqrt() / c(adam_bc2) + c(eps)), ea, sq)
                 if len(present) == 1:
                     new_p, new_m, new_v = cand
