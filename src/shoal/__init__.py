@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from shoal._errors import ConfigError, Diverged, MissingDependencyError, ShoalError, StorageError, TrialFailed
 from shoal.space import Categorical, Fixed, Float, Int, Space, preset
-from shoal.study import Experiment, TuneResult, load_experiment, tune
+from shoal.study import Experiment, TuneResult, load_experiment, retune, tune
 from shoal.panda import babysit  # panda mode: one model, watched and steered
 
 __version__ = "0.1.0"
@@ -36,5 +36,6 @@ __all__ = [
     "babysit",
     "load_experiment",
     "preset",
+    "retune",
     "tune",
 ]

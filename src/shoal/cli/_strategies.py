@@ -63,3 +63,43 @@ def schedule(
         diff = max(abs(a.val_loss - b) for a, b in zip(records, recorded))
         console.print(f"replayed {len(records)} epochs: final validation loss {records[-1].val_loss:.6g} "
                       f"(recorded {recorded[-1]:.6g}; largest difference over the curve {diff:.2g})")
+
+
+@app.command()
+def retune(
+    source: Annotated[str, typer.Argument(help="The earlier study's storage (x.db, x.log or a URL).")],
+    from_study: Annotated[Optional[str], typer.Option(help="The earlier study (needed when the storage holds several).")] = None,
+    top: Annotated[int, typer.Option(help="How many of its best configurations run first.")] = 5,
+    narrow: Annotated[bool, typer.Option("--narrow", help="Search a space narrowed around them.")] = False,
+    data: Annotated[Optional[str], typer.Option(help="The new data (default: the earlier study's).")] = None,
+    trials: Annotated[Optional[int], typer.Option(help="Trials in the new study (the re-runs count).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per trial (default: the earlier study's).")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="Strategy (default: the earlier study's).")] = None,
+    storage: StorageOpt = None,
+    study: Annotated[Optional[str], typer.Option(help="The new study's name.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the new study.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Start a new study from an earlier one: re-run its best configurations first, then search on;
+    the table says whether the earlier best settings survived."""
+    from rich.table import Table
+
+    from shoal.study._tune import retune as run_retune
+    from shoal.study._warm import compare
+
+    settings = {k: v for k, v in dict(data=data, trials=trials, epochs=epochs, strategy=strategy, storage=storage,
+                                       study=study, seed=seed, device=device).items() if v is not None}
+    result = run_retune(source, from_study=from_study, top=top, narrow=narrow, progress=not quiet, console=console,
+                        **settings)
+    table = Table(title=f"did the best settings of {result.study.user_attrs['warm_start']['study']!r} survive?")
+    for col in ("earlier rank", "earlier value", "new trial", "new value", "new rank"):
+        table.add_column(col, justify="right")
+    for row in compare(result.study):
+        fmt = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+        table.add_row(str(row["old_rank"]), fmt(row["old_value"]), fmt(row["new_trial"]), fmt(row["new_value"]),
+                      "-" if row["new_rank"] is None else f"{row['new_rank']} of {row['of']}")
+    console.print(table)
+    if result.best_value is not None:
+        console.print(f"best {result.experiment.metric} [green]{result.best_value:.4g}[/] (trial "
+                      f"{result.best_trial.number}); study [bold]{result.study.study_name}[/].")

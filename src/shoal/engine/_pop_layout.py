@@ -219,11 +219,6 @@ class Layout:
                 states[k][key] = view.clone()
         return states
 
-    def save_one(self, k: int) -> dict[str, Any]:
-        """Member row ``k``'s own tensors, cloned."""
-        with torch.no_grad():
-            return {key: view.clone() for row, key, view in self._member_views() if row == k}
-
     def _slots_with_layer(self):
         layer_of = {id(b): l for l, b in self.all_buckets()}
         for b, name, o, size, shape in self.slots:

@@ -133,12 +133,8 @@ class Population:
         """Everything member ``key`` needs to go on training elsewhere: its weights, optimizer
         moments and batch-norm statistics (on the CPU), epoch, step count, config and seed."""
         m = self._members[key]
-        if self._layout is not None:
-            k = self._layout.members.index(m)
-            state = self._layout.save_one(k)
-        else:
-            state = m.state
-        return {"state": {n: t.detach().to("cpu", copy=True) for n, t in state.items()}, "epoch": m.epoch,
+        self._unstack()  # one pass saves every member; copies usually come with add / remove anyway
+        return {"state": {n: t.detach().to("cpu", copy=True) for n, t in m.state.items()}, "epoch": m.epoch,
                 "steps": m.steps, "config": dict(m.cfg), "seed": m.seed, "specs": m.specs}
 
     def remove(self, key: Hashable) -> None:

@@ -3,7 +3,7 @@
 from shoal.study._experiment import Experiment, load_experiment, make_experiment, resolve_storage
 from shoal.study._runner import Job, StudyRunner, trial_seed
 from shoal.study._strategies import PRUNERS, STRATEGIES, make_pruner, make_sampler
-from shoal.study._tune import TuneResult, open_study, tune
+from shoal.study._tune import TuneResult, open_study, retune, tune
 
 __all__ = [
     "PRUNERS",
@@ -18,6 +18,7 @@ __all__ = [
     "make_sampler",
     "open_study",
     "resolve_storage",
+    "retune",
     "trial_seed",
     "tune",
 ]

@@ -76,6 +76,10 @@ class Experiment:
     pbt_interval: int = 2
     pbt_quantile: float = 0.25
     pbt_explore: str = "perturb"
+    warm_start: str | None = None
+    warm_study: str | None = None
+    warm_top: int = 5
+    warm_narrow: bool = False
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -110,6 +114,9 @@ class Experiment:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f"The '{name}' setting must be an integer >= {low}. Got {v!r} instead.")
+        if self.grid_points > 1000:  # the grid is built in memory before the size check can refuse it
+            raise ConfigError(f"The 'grid_points' setting must be at most 1000 values per parameter. "
+                              f"Got {self.grid_points!r} instead.")
         for name, low in (("folds", 2), ("patience", 1), ("population", 1), ("workers", 1)):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
@@ -168,6 +175,9 @@ class Experiment:
                 or not 0 < self.pbt_quantile <= 0.5:
             raise ConfigError(f"The 'pbt_quantile' setting must be in (0, 0.5] (the share of the population "
                               f"replaced at each step). Got {self.pbt_quantile!r} instead.")
+        if isinstance(self.warm_top, bool) or not isinstance(self.warm_top, int) or self.warm_top < 1:
+            raise ConfigError(f"The 'warm_top' setting must be an integer >= 1 (how many of the earlier study's "
+                              f"best configurations run first). Got {self.warm_top!r} instead.")
         if self.pbt_explore not in ("perturb", "resample"):
             raise ConfigError(f"The 'pbt_explore' setting must be 'perturb' (multiply by 0.8 or 1.2) or "
                               f"'resample'. Got {self.pbt_explore!r} instead.")
@@ -231,10 +241,10 @@ def load_experiment(path: str | Path, **overrides: Any) -> Experiment:
         raw = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"The experiment file {str(p)!r} is not valid TOML: {exc}.") from None
-    settings = dict(raw.pop("experiment", {}))
-    params = dict(raw.pop("space", {}))
+    settings = _table(raw.pop("experiment", {}), "[experiment]", p)
+    params = _table(raw.pop("space", {}), "[space]", p)
     settings.update(raw)
-    settings["params"] = {**params, **dict(settings.get("params", {}))}
+    settings["params"] = {**params, **_table(settings.get("params", {}), "params", p)}
     for key, value in overrides.items():
         if value is None:
             continue
@@ -243,6 +253,13 @@ def load_experiment(path: str | Path, **overrides: Any) -> Experiment:
         else:
             settings[key] = value
     return make_experiment(settings, source=str(p))
+
+
+def _table(value: Any, name: str, path: Path) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"The {name} section of {str(path)!r} must be a table (name = value lines under "
+                          f"{name if name.startswith('[') else '[space]'}). Got {value!r} instead.")
+    return dict(value)
 
 
 def make_experiment(settings: Mapping[str, Any], source: str = "arguments") -> Experiment:

@@ -318,8 +318,8 @@ def _planned_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 def _retry_attrs(trial: Any) -> dict[str, Any]:
     """What a re-run of an interrupted trial carries: the trial it repeats, and its stage."""
-    stage = trial.user_attrs.get("stage")
-    return {"retry_of": trial.number, **({"stage": stage} if stage is not None else {})}
+    kept = {k: trial.user_attrs[k] for k in ("stage", "warm_start_of") if k in trial.user_attrs}
+    return {"retry_of": trial.number, **kept}
 
 
 def _state(name: str):

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from shoal.space import Space
 
-__all__ = ["TuneResult", "check", "open_study", "tune"]
+__all__ = ["TuneResult", "check", "open_study", "retune", "tune"]
 
 
 @dataclass
@@ -166,6 +166,41 @@ def check(experiment: str | Experiment | None = None, **settings: Any) -> str:
             f"parameters; storage {storage}. Nothing was written.")
 
 
+def _plain(value: Any) -> bool:
+    """Whether ``value`` survives a round trip through JSON (overrides from TOML or the CLI do)."""
+    import json
+
+    try:
+        return json.loads(json.dumps(value)) == value
+    except (TypeError, ValueError):
+        return False
+
+
+def retune(source: str, *, from_study: str | None = None, top: int = 5, narrow: bool = False,
+           objective: Callable[..., Any] | None = None, space: Space | None = None, progress: bool = True,
+           console: Console | None = None, **settings: Any) -> TuneResult:
+    """Start a new study from an earlier one: its ``top`` best configurations run first, the
+    sampler learns from them, and with ``narrow`` the space is narrowed around them.
+
+    The earlier study's settings (data, preset, strategy, epochs, metric, ...) are the defaults;
+    ``settings`` override them (typically ``data``, ``storage``, ``study``, ``trials``).
+    ``shoal.study._warm.compare(result.study)`` then says how the earlier best configurations fared.
+    """
+    from shoal.study._warm import load_warm_start
+
+    warm = load_warm_start(source, from_study, top)  # checks the source before anything runs
+    import optuna
+
+    old = optuna.load_study(study_name=warm.study, storage=resolve_storage(source))
+    saved = dict(old.user_attrs.get("shoal", {}))
+    known = set(Experiment.__dataclass_fields__) - {"storage", "study", "warm_start", "warm_study",
+                                                    "warm_top", "warm_narrow", "trials"}
+    base = {k: v for k, v in saved.items() if k in known and v is not None} if objective is None else {}
+    merged = {**base, **settings, "warm_start": source, "warm_study": warm.study, "warm_top": top,
+              "warm_narrow": narrow}
+    return tune(objective, space=space, progress=progress, console=console, **merged)
+
+
 def _tune_objective(objective, space, exp, direction, progress, console) -> TuneResult:
     from shoal.space import Space
 
@@ -262,6 +297,13 @@ def _run(exp: Experiment, space: Space, direction: str, metric: str, body: Calla
     from shoal.study._runner import StudyRunner
     from shoal.study._strategies import make_pruner, make_sampler
 
+    warm = None
+    if exp.warm_start:
+        from shoal.study import _warm
+
+        warm = _warm.load_warm_start(exp.warm_start, exp.warm_study, exp.warm_top)
+        if exp.warm_narrow:
+            space = _warm.narrowed(space, warm)
     staged = exp.strategy == "coarse-to-fine"
     sampler = make_sampler("random" if staged else exp.strategy, seed=exp.seed, space=space,
                            grid_points=exp.grid_points)
@@ -273,7 +315,10 @@ def _run(exp: Experiment, space: Space, direction: str, metric: str, body: Calla
     storage = resolve_storage(exp.storage)
     study = open_study(storage, exp.study_name, direction, sampler, pruner)
     study.set_user_attr("shoal", {**{k: v for k, v in exp.to_dict().items() if k != "params"},
+                                  **({"params": exp.params} if _plain(exp.params) else {}),
                                   "metric": metric, "space": space.describe(), **attrs})
+    if warm is not None:
+        _warm.enqueue(study, space, warm)
     display = Progress(trials, direction, metric, console=console, enabled=progress)
     planner = None
     if staged:
