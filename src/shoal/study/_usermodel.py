@@ -56,9 +56,12 @@ def tune_model(model: Any, exp: Experiment, space: Space | None, direction: str 
     if direction is not None and direction != exp.direction:
         raise ConfigError(f"The metric {exp.metric!r} is always {exp.direction}d; drop direction={direction!r} "
                           "or pick the other metric.")
-    if not callable(model):
-        raise ConfigError("The 'model' must be an nn.Module class or a builder build(config) -> nn.Module. "
-                          f"Got {model!r} instead.")
+    from torch import nn
+
+    if isinstance(model, nn.Module) or not callable(model):
+        what = f"an instance of {type(model).__name__}" if isinstance(model, nn.Module) else repr(model)
+        raise ConfigError("The 'model' must be an nn.Module class or a builder build(config) -> nn.Module, so that "
+                          f"each trial gets its own weights. Got {what} instead.")
     space = space.copy().update(exp.params)
     if exp.study is None:
         exp.study = f"{exp.study_name.rsplit('-', 1)[0]}-{model_name(model)}"
