@@ -29,8 +29,17 @@ def local_ray():
     with this process use ``eager_optimizer`` so that both sides run the same operations.
     """
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'shoal[ray]')")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"SHOAL_NO_COMPILE": "1"}})
+    # Ray's workers run at niceness 15; on a busy 2-core machine they would wait for the cores.
+    before = os.environ.get("RAY_worker_niceness")
+    os.environ["RAY_worker_niceness"] = "0"
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"SHOAL_NO_COMPILE": "1"}})
+    finally:
+        if before is None:
+            del os.environ["RAY_worker_niceness"]
+        else:
+            os.environ["RAY_worker_niceness"] = before
     yield ray
     ray.shutdown()
 

@@ -85,3 +85,23 @@ def test_only_trials_of_a_silent_driver_are_recovered(postgres_url):
     first, second = runner.ask(), runner.ask()
     assert first.trial.user_attrs["retry_of"] == dead.number and first.config == dead.config
     assert second is not None and runner.ask() is None
+
+
+def test_drivers_opening_an_empty_database_at_once_all_succeed(postgres_server, tmp_path):
+    """Optuna's table creation races on an empty PostgreSQL database; shoal opens it again."""
+    import psycopg
+
+    host, port, user = postgres_server
+    with psycopg.connect(host=host, port=port, user=user, dbname="postgres", autocommit=True) as conn:
+        conn.execute('CREATE DATABASE "empty_race"')
+    url = f"postgresql+psycopg://{user}@{host}:{port}/empty_race"
+    # Each process imports first, then waits at a barrier (a file per process) and opens at once.
+    code = ("import os, pathlib, sys, time; import optuna, sqlalchemy, psycopg; "
+            "from shoal.study._experiment import resolve_storage; d = pathlib.Path(sys.argv[2]); "
+            "(d / str(os.getpid())).touch(); "
+            "exec('while len(list(d.iterdir())) < 4: time.sleep(0.005)'); "
+            "resolve_storage(sys.argv[1]); print('ok')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, url, str(tmp_path)], env=subprocess_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 and out.strip().endswith("ok") for p, out in zip(procs, outs)), outs

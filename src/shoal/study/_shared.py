@@ -46,7 +46,7 @@ def server_storage(url: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+            return _open_rdb(url)
         except ImportError as exc:
             raise ConfigError(f"The storage URL needs a database driver that is not installed ({exc}). For "
                               "PostgreSQL: pip install 'shoal[postgres]' and a postgresql+psycopg:// URL.") from None
@@ -54,6 +54,29 @@ def server_storage(url: str) -> Any:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"Cannot open the storage {_hide_password(url)!r}: {first}. Check that the server "
                               "runs, and the user, password and database in the URL.") from None
+
+
+def _open_rdb(url: str, tries: int = 4) -> Any:
+    """RDBStorage, again after a short wait when another driver was creating Optuna's tables at the
+    same instant (on an empty PostgreSQL database two ``CREATE TABLE`` race on the catalog:
+    "duplicate key value violates unique constraint pg_type_typname_nsp_index"); the second try
+    finds the tables made."""
+    import time
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    def open_() -> Any:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+
+    for attempt in range(tries - 1):
+        try:
+            return open_()
+        except (IntegrityError, ProgrammingError) as exc:
+            if not any(w in str(exc) for w in ("already exists", "duplicate key")):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return open_()
 
 
 def _hide_password(url: str) -> str:
