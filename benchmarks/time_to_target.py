@@ -206,7 +206,7 @@ def worker_ray(a) -> None:
         tune.with_resources(tune.with_parameters(trainable, data=data), {"cpu": 1}),
         param_space={"draw": tune.randint(0, 2**31 - 1)},
         tune_config=tune.TuneConfig(metric="val_acc", mode="max", num_samples=a.trials, max_concurrent_trials=2,
-                                    search_alg=BasicVariantGenerator(random_state=seed),
+                                    reuse_actors=True, search_alg=BasicVariantGenerator(random_state=seed),
                                     scheduler=ASHAScheduler(max_t=epochs, grace_period=1, reduction_factor=3)),
         run_config=tune.RunConfig(storage_path=a.storage, verbose=0),
     )
@@ -244,6 +244,7 @@ class Run:
     complete: list = field(default_factory=list)  # each completed trial: its final accuracy
     epoch: list = field(default_factory=list)  # every reported epoch of every trial
     wall: float = 0.0
+    cpu: float = 0.0  # CPU seconds of the method's processes (less sensitive to others' load than wall)
     trials: int = 0
     note: str = ""
 
@@ -253,12 +254,18 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, __file__, "_worker", *args], stdout=fh, stderr=subprocess.STDOUT)
 
 
-def _wait(procs: list[subprocess.Popen], logs: list[Path], what: str) -> list[int]:
-    codes = [p.wait() for p in procs]
+def _wait(procs: list[subprocess.Popen], logs: list[Path], what: str) -> tuple[list[int], float]:
+    """Exit codes and CPU seconds of the workers (and the descendants they waited for)."""
+    codes, cpu = [], 0.0
+    for p in procs:
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        codes.append(p.returncode)
+        cpu += usage.ru_utime + usage.ru_stime
     for code, log in zip(codes, logs):
         if code not in (0, SKIPPED):
             raise RuntimeError(f"{what} worker failed (exit {code}):\n{log.read_text()[-3000:]}")
-    return codes
+    return codes, cpu
 
 
 def run_optuna(task: str, seed: int, trials: int, epochs: int, tmp: Path) -> Run:
@@ -273,8 +280,8 @@ def run_optuna(task: str, seed: int, trials: int, epochs: int, tmp: Path) -> Run
     t0 = time.time()
     procs = [_spawn(["optuna", "--task", task, "--seed", str(seed), "--trials", str(n), "--epochs", str(epochs),
                      "--storage", str(path), "--worker", str(w)], logs[w]) for w, n in enumerate(shares)]
-    _wait(procs, logs, "optuna")
-    run = Run(wall=time.time() - t0)
+    _, cpu = _wait(procs, logs, "optuna")
+    run = Run(wall=time.time() - t0, cpu=cpu)
     study = optuna.load_study(study_name="anchor", storage=storage)
     for tr in study.get_trials(deepcopy=False):
         times, steps = tr.user_attrs.get("t", []), sorted(tr.intermediate_values)
@@ -290,8 +297,8 @@ def run_ray(task: str, seed: int, trials: int, epochs: int, tmp: Path) -> Run:
     t0 = time.time()
     proc = _spawn(["ray", "--task", task, "--seed", str(seed), "--trials", str(trials), "--epochs", str(epochs),
                    "--storage", str(tmp / f"ray-{task}-{seed}"), "--out", str(out)], log)
-    _wait([proc], [log], "ray")
-    run = Run(wall=time.time() - t0)
+    _, cpu = _wait([proc], [log], "ray")
+    run = Run(wall=time.time() - t0, cpu=cpu)  # Ray's workers are the raylet's: partly counted
     for tr in json.loads(out.read_text()):
         run.epoch += [(t - t0, acc) for t, acc in zip(tr["t"], tr["acc"])]
         if tr["complete"]:
@@ -317,9 +324,10 @@ def run_shoal(task: str, seed: int, trials: int, epochs: int, tmp: Path, strateg
     t0 = time.time()
     proc = _spawn(["shoal", "--task", task, "--seed", str(seed), "--trials", str(trials), "--epochs", str(epochs),
                    "--storage", storage, "--strategy", strategy, "--pruner", pruner], log)
-    if _wait([proc], [log], f"shoal {strategy}") == [SKIPPED]:
+    codes, cpu = _wait([proc], [log], f"shoal {strategy}")
+    if codes == [SKIPPED]:
         return log.read_text().strip().splitlines()[-1]
-    run = Run(wall=time.time() - t0)
+    run = Run(wall=time.time() - t0, cpu=cpu)
     study = optuna.load_study(study_name=None, storage=storage)
     for tr in study.get_trials(deepcopy=False):
         # Epoch k ended about the sum of the first k round times after the trial started.
@@ -374,18 +382,27 @@ def summarize(task: str, runs: dict[str, list[Run]], curve: str) -> dict:
                    "acc_at_equal_wall": _median([best_at(c, equal_wall) for c in cs]),
                    "final_best": _median([c[-1][1] if c else float("nan") for c in cs]),
                    "wall": statistics.median(r.wall for r in runs[m]),
+                   "cpu": statistics.median(r.cpu for r in runs[m]),
                    "note": "; ".join(sorted({r.note for r in runs[m] if r.note}))}
     print(f"\n{task}: target {target:.4f} (Optuna anchor's median best after its trials), equal wall "
           f"{equal_wall:.1f} s (its median total wall)")
-    print(f"{'method':26s} {'time to target':>16s} {'acc @ equal wall':>17s} {'final best':>11s} {'wall':>8s}")
+    print(f"{'method':26s} {'time to target':>16s} {'acc @ equal wall':>17s} {'final best':>11s} {'wall':>8s} "
+          f"{'CPU':>8s}")
     for m, row in rows.items():
         t = row["time_to_target"]
         shown = "not reached" if math.isinf(t) else f"{t:.1f} s"
         reached = sum(math.isfinite(x) for x in row["times"])
         print(f"{m:26s} {shown:>11s} ({reached}/{len(row['times'])}) {row['acc_at_equal_wall']:17.4f} "
-              f"{row['final_best']:11.4f} {row['wall']:7.1f}s" + (f"  [{row['note']}]" if row["note"] else ""))
+              f"{row['final_best']:11.4f} {row['wall']:7.1f}s {row['cpu']:7.1f}s" + (f"  [{row['note']}]" if row["note"] else ""))
     return {"target": target, "equal_wall": equal_wall, "methods": rows,
             "runs": {m: [asdict(r) for r in rs] for m, rs in runs.items()}}
+
+
+def save_partial(path: str | None, report: dict, task: str, runs: dict) -> None:
+    """What has run so far, so that an interrupted benchmark keeps it (see --summarize)."""
+    if path:
+        partial = {m: [asdict(r) for r in rs] for m, rs in runs.items()}
+        Path(path).write_text(json.dumps({**report, f"{task} (partial)": partial}, default=str))
 
 
 def parse_strategies(text: str) -> list[tuple[str, str]]:
@@ -409,7 +426,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="count completed trials (default) or every reported epoch")
     ap.add_argument("--quick", action="store_true", help="2 seeds, 30 trials, 8 epochs")
     ap.add_argument("--json", help="write the raw numbers here")
+    ap.add_argument("--summarize", metavar="JSON", help="only print the tables of a saved --json file "
+                    "(also one an interrupted run left: the seeds that finished)")
     a = ap.parse_args(argv)
+    if a.summarize:
+        return summarize_saved(json.loads(Path(a.summarize).read_text()), a.curve)
     if a.quick:
         a.seeds, a.trials, a.epochs = 2, 30, 8
     tasks = ["mnist", "digits"] if a.task == "both" else [a.task]
@@ -431,6 +452,7 @@ def main(argv: list[str] | None = None) -> None:
                 r = run_optuna(task, seed, a.trials, a.epochs, Path(tmp))
                 runs["optuna"].append(r)
                 print(f"  {task} seed {seed} optuna: {r.wall:.1f} s, {len(r.complete)} complete", flush=True)
+                save_partial(a.json, report, task, runs)
                 if ray_ok:
                     try:
                         r = run_ray(task, seed, a.trials, a.epochs, Path(tmp))
@@ -451,16 +473,43 @@ def main(argv: list[str] | None = None) -> None:
                         continue
                     runs.setdefault(name, []).append(r)
                     print(f"  {task} seed {seed} {name}: {r.wall:.1f} s, {len(r.complete)} complete", flush=True)
+                    save_partial(a.json, report, task, runs)
+        other = "epoch" if a.curve == "complete" else "complete"
+        print(f"\n--curve {other} (for comparison):", end="")
+        report[task + f" ({other})"] = summarize(task, runs, other)
+        print(f"\n--curve {a.curve}:", end="")
         report[task] = summarize(task, runs, a.curve)
     print(f"load after: {os.getloadavg()[0]:.2f}")
     if a.json:
         Path(a.json).write_text(json.dumps(report, indent=1, default=str))
+    print_speedup(report)
+
+
+def print_speedup(report: dict) -> None:
     if "mnist" in report:
         rows = report["mnist"]["methods"]
         shoal = [r["time_to_target"] for m, r in rows.items() if m.startswith("shoal") and not r["note"]]
         best, anchor = min(shoal, default=math.inf), rows["optuna"]["time_to_target"]
         speedup = anchor / best if math.isfinite(best) and math.isfinite(anchor) else 0.0
         print(f"time-to-target speedup vs optuna: {speedup:.2f}x")
+
+
+def summarize_saved(saved: dict, curve: str) -> None:
+    """The tables of a saved run: each task's finished runs (an interrupted run's partial ones)."""
+    report = {}
+    for key, value in saved.items():
+        task, _, kind = key.partition(" ")
+        if task not in TASKS or kind not in ("", "(partial)") or task in report:
+            continue
+        raw = value["runs"] if "runs" in value else value
+        runs = {m: [Run(**{**r, "complete": [tuple(e) for e in r["complete"]], "epoch": [tuple(e) for e in r["epoch"]]})
+                    for r in rs] for m, rs in raw.items()}
+        runs = {m: rs for m, rs in runs.items() if rs}
+        seeds = min(len(rs) for rs in runs.values())  # compare the seeds every method finished
+        runs = {m: rs[:seeds] for m, rs in runs.items()}
+        print(f"\n{task}: {seeds} seed(s) finished by every method ({', '.join(runs)})", end="")
+        report[task] = summarize(task, runs, curve)
+    print_speedup(report)
 
 
 def _worker_main(argv: list[str]) -> None:
