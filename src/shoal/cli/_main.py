@@ -210,6 +210,7 @@ def space(
 
 from shoal.cli import _panda  # noqa: E402,F401  (babysit, control, fork, lr-find)
 from shoal.cli import _report  # noqa: E402,F401  (report, compare, compare-optimizers)
+from shoal.cli import _dashboard  # noqa: E402,F401  (dashboard)
 from shoal.cli import _strategies  # noqa: E402,F401  (schedule)
 
 
