@@ -10,6 +10,7 @@ import pytest
 import shoal
 from shoal._errors import ConfigError
 from shoal.space import Categorical, Float, Int, Space
+from shoal.study import resolve_storage
 from shoal.study._stages import narrow, parse_stages
 
 
@@ -84,7 +85,7 @@ def test_narrowing_to_one_value_fixes_it():
 
 def test_stages_in_one_study_focus_on_the_best_region(workdir):
     result = shoal.tune(_objective, space=_space(), strategy="coarse-to-fine", stages=["random:16", "tpe:16"],
-                        trials=32, storage="c2f.db", study="c2f", seed=3, progress=False)
+                        trials=32, storage="c2f.log", study="c2f", seed=3, progress=False)
     study = result.study
     trials = study.get_trials()
     assert len(trials) == 32
@@ -103,15 +104,16 @@ def test_stages_in_one_study_focus_on_the_best_region(workdir):
 
 
 def test_a_resumed_study_goes_on_with_the_same_plan(workdir):
-    kwargs = dict(space=_space(), strategy="coarse-to-fine", stages="random:8,tpe", storage="c2f.db",
+    kwargs = dict(space=_space(), strategy="coarse-to-fine", stages="random:8,tpe", storage="c2f.log",
                   study="resume", seed=1, progress=False)
     shoal.tune(_objective, trials=12, **kwargs)
-    first = optuna.load_study(study_name="resume", storage="sqlite:///c2f.db")
+    first = optuna.load_study(study_name="resume", storage=resolve_storage("c2f.log"))
     ranges = first.user_attrs["stages"][1]["overrides"]
     with pytest.raises(ConfigError, match="ran the stages"):
-        shoal.tune(_objective, trials=16, **{**kwargs, "stages": "random:4,tpe"})
-    shoal.tune(_objective, trials=16, **{**kwargs, "stages": "random:8,tpe:8"})
-    study = optuna.load_study(study_name="resume", storage="sqlite:///c2f.db")
+        shoal.tune(_objective, trials=16, **{**kwargs, "stages": "qmc:8,tpe"})
+    # a finished stage keeps the size it ran with; the last stage takes the rest of the larger budget
+    shoal.tune(_objective, trials=16, **{**kwargs, "stages": "random:4,tpe"})
+    study = optuna.load_study(study_name="resume", storage=resolve_storage("c2f.log"))
     assert study.user_attrs["stages"][1]["overrides"] == ranges
     assert [t.user_attrs["stage"] for t in study.get_trials()] == [0] * 8 + [1] * 8
 
@@ -123,7 +125,7 @@ def test_a_failing_stage_trial_is_recorded_and_the_plan_goes_on(workdir):
         return _objective(config)
 
     result = shoal.tune(sometimes, space=_space(), strategy="coarse-to-fine", stages="random:10,tpe:10",
-                        trials=20, storage="c2f.db", study="fail", seed=0, progress=False)
+                        trials=20, storage="c2f.log", study="fail", seed=0, progress=False)
     trials = result.study.get_trials()
     assert len(trials) == 20
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]

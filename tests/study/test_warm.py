@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 import shoal
 from shoal._errors import ConfigError
 from shoal.space import Categorical, Float, Space
+from shoal.study import resolve_storage
 from shoal.study._warm import compare
 
 
@@ -29,13 +30,13 @@ def new_data(config):  # the data changed: the best lr moved, and "b" is now the
 
 @pytest.fixture
 def earlier(workdir):
-    shoal.tune(old_data, space=_space(), trials=20, storage="old.db", study="old", seed=2, progress=False)
-    study = optuna.load_study(study_name="old", storage="sqlite:///old.db")
+    shoal.tune(old_data, space=_space(), trials=20, storage="old.log", study="old", seed=2, progress=False)
+    study = optuna.load_study(study_name="old", storage=resolve_storage("old.log"))
     return sorted((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
 
 
 def test_the_earlier_best_run_first_and_are_compared(earlier):
-    result = shoal.retune("old.db", top=3, objective=new_data, space=_space(), trials=10, storage="new.db",
+    result = shoal.retune("old.log", top=3, objective=new_data, space=_space(), trials=10, storage="new.log",
                           study="new", progress=False)
     trials = result.study.get_trials()
     assert len(trials) == 10
@@ -52,15 +53,15 @@ def test_the_earlier_best_run_first_and_are_compared(earlier):
         assert ranked[r["new_rank"] - 1] == pytest.approx(r["new_value"]) and r["of"] == 10
 
     # running it again continues the study and does not queue the earlier best a second time
-    again = shoal.retune("old.db", top=3, objective=new_data, space=_space(), trials=12, storage="new.db",
+    again = shoal.retune("old.log", top=3, objective=new_data, space=_space(), trials=12, storage="new.log",
                          study="new", progress=False)
     assert sum("warm_start_of" in t.user_attrs for t in again.study.get_trials()) == 3
     assert len(again.study.get_trials()) == 12
 
 
 def test_narrow_searches_around_the_earlier_best(earlier):
-    result = shoal.retune("old.db", top=4, narrow=True, objective=new_data, space=_space(), trials=12,
-                          storage="new.db", study="narrow", progress=False)
+    result = shoal.retune("old.log", top=4, narrow=True, objective=new_data, space=_space(), trials=12,
+                          storage="new.log", study="narrow", progress=False)
     lrs = [t.user_attrs["config"]["lr"] for t in earlier[:4]]
     low = 10 ** (math.log10(min(lrs)) - 0.4)  # the margin is 10% of the four decades, each side
     high = 10 ** (math.log10(max(lrs)) + 0.4)
@@ -72,14 +73,14 @@ def test_narrow_searches_around_the_earlier_best(earlier):
 
 def test_bad_sources_are_explained(workdir, earlier):
     with pytest.raises(ConfigError, match="No study 'nope'"):
-        shoal.retune("old.db", from_study="nope", objective=new_data, space=_space(), trials=2, progress=False)
-    optuna.create_study(study_name="empty", storage="sqlite:///old.db")
+        shoal.retune("old.log", from_study="nope", objective=new_data, space=_space(), trials=2, progress=False)
+    optuna.create_study(study_name="empty", storage=resolve_storage("old.log"))
     with pytest.raises(ConfigError, match="holds 2 studies"):
-        shoal.retune("old.db", objective=new_data, space=_space(), trials=2, progress=False)
+        shoal.retune("old.log", objective=new_data, space=_space(), trials=2, progress=False)
     with pytest.raises(ConfigError, match="no complete trial"):
-        shoal.retune("old.db", from_study="empty", objective=new_data, space=_space(), trials=2, progress=False)
+        shoal.retune("old.log", from_study="empty", objective=new_data, space=_space(), trials=2, progress=False)
     with pytest.raises(ConfigError, match="warm_top"):
-        shoal.retune("old.db", from_study="old", top=0, objective=new_data, space=_space(), trials=2,
+        shoal.retune("old.log", from_study="old", top=0, objective=new_data, space=_space(), trials=2,
                      progress=False)
 
 
