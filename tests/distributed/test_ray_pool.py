@@ -37,7 +37,9 @@ def test_ray_pool_matches_local_pool_and_a_killed_worker_loses_no_epoch(local_ra
         assert failed == {}
         _curves(records, ref)
 
-    pool = RayPool("mlp", [digits_data], workers=2)
+    # Snapshots every second epoch: a lost member trains again from epoch 0 or 2 and reports only
+    # the epoch it missed (checkpoint_every=1, the default, is the case of no repeated epoch).
+    pool = RayPool("mlp", [digits_data], workers=2, checkpoint_every=2)
     try:
         got = {k: [] for k in CONFIGS}
         for i, (key, cfg) in enumerate(CONFIGS.items()):
@@ -47,7 +49,7 @@ def test_ray_pool_matches_local_pool_and_a_killed_worker_loses_no_epoch(local_ra
         _curves(pool.run_epoch()[0], got)
 
         # Epoch 2: the first worker's process is killed for real. A replacement actor comes up and
-        # its members train epoch 2 there from their epoch-1 snapshots.
+        # its members train epochs 1 and 2 there (no snapshot yet), and report epoch 2 only.
         first_pid = pool.pids[0]
         os.kill(first_pid, signal.SIGKILL)
         records, failed = pool.run_epoch()
@@ -57,7 +59,7 @@ def test_ray_pool_matches_local_pool_and_a_killed_worker_loses_no_epoch(local_ra
         assert pool.pids[0] != first_pid and pool.workers == 2
 
         # Epoch 3: the other worker dies between epochs and no replacement may start: its members
-        # catch up on the surviving worker, beside the members that worker already holds.
+        # train epoch 3 from their epoch-2 snapshots on the surviving worker, beside its own.
         pool.restart_timeout = 0
         os.kill(pool.pids[1], signal.SIGKILL)
         records, failed = pool.run_epoch()

@@ -42,7 +42,7 @@ log = logging.getLogger("shoal")
 class _Worker:
     """The actor's body: a LocalPool on this worker's cores (or its one GPU)."""
 
-    def __init__(self, family: str, folds: list[dict], device: str, pad: bool, threads: int) -> None:
+    def __init__(self, family: str, folds: list[dict], device: str, pad: bool, threads: int, every: int = 1) -> None:
         import torch
 
         from shoal.engine._pool import LocalPool
@@ -57,7 +57,7 @@ class _Worker:
                                for k, v in f.items()})
                  for f in folds]
         self.pool = LocalPool(family, datas, device, pad)
-        self.family, self.datas, self.pad = family, datas, pad
+        self.family, self.datas, self.pad, self.every = family, datas, pad, max(1, int(every))
 
     def ready(self) -> tuple[int, str]:
         """The process id (tests kill it) and the device this worker trains on."""
@@ -80,24 +80,36 @@ class _Worker:
         return snaps
 
     def run_epoch(self) -> tuple[dict, dict, dict]:
-        """One epoch of every member: (records, failure reasons, snapshots after the epoch)."""
+        """One epoch of every member: (records, failure reasons, snapshots of the members whose
+        epoch is a multiple of the checkpoint interval)."""
         records, failed = self.pool.run_epoch()
-        return records, failed, self._snapshots(self.pool, records)
+        return records, failed, self._snapshots(self.pool, [k for k, r in records.items() if r.epoch % self.every == 0])
 
     def catch_up(self, members: list[tuple]) -> tuple[dict, dict, dict]:
-        """Members of a lost worker: one epoch each, apart from this worker's own (which already
-        trained this epoch), then they join this worker's populations from their new snapshots."""
+        """Members of a lost worker, apart from this worker's own (which already trained this
+        epoch): each trains from its snapshot up to its ``target`` epoch, and joins this worker's
+        populations from there. Returns each one's record of its target epoch and its snapshot."""
         from shoal.engine._pool import LocalPool
 
         side = LocalPool(self.family, self.datas, self.device, self.pad)
-        for key, config, seed, fold, epochs, start in members:
+        specs = {m[0]: m for m in members}
+        for key, config, seed, fold, epochs, start, _ in members:
             side.add(key, config, seed, fold, epochs, start)
-        records, failed = side.run_epoch()
-        snaps = self._snapshots(side, records)
+        records: dict = {}
+        failed: dict = {}
+        snaps: dict = {}
+        while len(side):
+            r, f = side.run_epoch()
+            failed.update(f)
+            for key, rec in r.items():
+                key, config, seed, fold, epochs, _, target = specs[key]
+                if rec.epoch >= target:  # earlier epochs were reported before the worker was lost
+                    records[key], snaps[key] = rec, side.snapshot(key)
+                    side.remove(key)
+                    self.pool.add(key, config, seed, fold, epochs, snaps[key])
+            if not r and not f:
+                break
         side.close()
-        for key, config, seed, fold, epochs, _ in members:
-            if key in snaps:
-                self.pool.add(key, config, seed, fold, epochs, snaps[key])
         return records, failed, snaps
 
 
@@ -110,6 +122,7 @@ class _Member:
     snap: Mapping[str, Any] | None  # the latest state the driver holds (None: not trained yet)
     slot: int
     cost: float
+    epoch: int = 0  # the last epoch reported to the caller
 
     def spec(self, key: Hashable) -> tuple:
         return key, self.config, self.seed, self.fold, self.epochs, self.snap
@@ -141,6 +154,9 @@ class RayPool:
             CPUs, where a process per core beats threads (see ``benchmarks/README.md``).
         restart_timeout: seconds to wait for a replacement actor before the lost members go to the
             surviving actors instead.
+        checkpoint_every: epochs between the snapshots each member sends the driver. 1 loses no
+            epoch; k sends 1/k of the bytes, and a lost member trains again up to k-1 epochs (its
+            repeated epochs are not reported twice).
 
     Example:
         >>> import ray
@@ -152,7 +168,7 @@ class RayPool:
 
     def __init__(self, family: str, folds: Sequence[Any], device: Any = "cpu", workers: int | None = None,
                  pad: bool = False, address: str | None = None, cpus_per_worker: int = 1,
-                 restart_timeout: float = 60.0, max_recoveries: int = 3) -> None:
+                 restart_timeout: float = 60.0, max_recoveries: int = 3, checkpoint_every: int = 1) -> None:
         ray = _import_ray()
         if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, int) or cpus_per_worker < 1:
             raise ConfigError(f"The 'cpus_per_worker' setting must be an integer >= 1. Got {cpus_per_worker!r} instead.")
@@ -194,7 +210,7 @@ class RayPool:
                     "input_shape": tuple(f.input_shape), "n_outputs": int(f.n_outputs), "task": f.task}
                    for f in folds]
         self._data = ray.put(payload)  # owned by the driver: restarted actors can fetch it again
-        self._spec = (family, device, pad, cpus_per_worker)
+        self._spec = (family, device, pad, cpus_per_worker, int(checkpoint_every))
         self.device = device
         self.actors: list[Any] = [self._spawn() for _ in range(n)]
         self.alive = [True] * n
@@ -208,8 +224,8 @@ class RayPool:
         return sum(self.alive)
 
     def _spawn(self):
-        family, device, pad, threads = self._spec
-        return self._actor_cls.remote(family, self._data, device, pad, threads)
+        family, device, pad, threads, every = self._spec
+        return self._actor_cls.remote(family, self._data, device, pad, threads, every)
 
     # ------------------------------------------------------------------ members
     def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int,
@@ -222,7 +238,8 @@ class RayPool:
             cost = 1.0
         slot = self._least_loaded()
         self.load[slot] += cost
-        m = _Member(dict(config), int(seed), int(fold), int(epochs), start, slot, cost)
+        m = _Member(dict(config), int(seed), int(fold), int(epochs), start, slot, cost,
+                    int(start["epoch"]) if start is not None else 0)
         self.members[key] = m
         # Fire and forget: Ray runs one caller's calls to an actor in order, and a lost call shows
         # as the actor's death at the next epoch, where the member is added again elsewhere.
@@ -240,14 +257,14 @@ class RayPool:
         return len(self.members)
 
     def snapshot(self, key: Hashable) -> dict[str, Any]:
-        """Member ``key``'s latest state: the copy the driver holds, or its actor's when it has not
-        trained yet (see ``Population.snapshot``)."""
+        """Member ``key``'s latest state: the copy the driver holds when it is current, else its
+        actor's (see ``Population.snapshot``)."""
         import ray
 
         from shoal._errors import TrialFailed
 
         m = self.members[key]
-        if m.snap is not None:
+        if m.snap is not None and m.snap["epoch"] == m.epoch:
             return m.snap
         try:
             return ray.get(self.actors[m.slot].snapshot.remote(key))
@@ -306,7 +323,8 @@ class RayPool:
             for key, record in r.items():
                 if key in self.members:
                     records[key] = record
-                    self.members[key].snap = snaps.get(key, self.members[key].snap)
+                    m = self.members[key]
+                    m.epoch, m.snap = record.epoch, snaps.get(key, m.snap)
         return lost
 
     def _recover(self, lost: list, records: dict, failed: dict) -> list:
@@ -338,19 +356,11 @@ class RayPool:
             m = self.members[key]
             m.slot = self._least_loaded(fresh or None)
             self.load[m.slot] += m.cost
-            batches.setdefault(m.slot, []).append(m.spec(key))
+            batches.setdefault(m.slot, []).append((*m.spec(key), m.epoch + 1))
         self.recovered += lost
-        # A replacement holds only lost members: its plain epoch is their missed epoch. A survivor
-        # already trained this epoch, so the lost members catch up there in a side population.
-        calls = {}
-        for slot, specs in batches.items():
-            actor = self.actors[slot]
-            if slot in fresh:
-                for spec in specs:
-                    actor.add.remote(*spec)
-                calls[actor.run_epoch.remote()] = slot
-            else:
-                calls[actor.catch_up.remote(specs)] = slot
+        # The lost members train from their snapshots up to this round's epoch in a side population
+        # (a survivor already trained this epoch for its own members), then join its populations.
+        calls = {self.actors[slot].catch_up.remote(specs): slot for slot, specs in batches.items()}
         return self._collect(calls, records, failed)
 
     def close(self) -> None:
