@@ -19,7 +19,7 @@ import pytest
 import shoal
 from shoal._errors import ConfigError
 from shoal.space import preset
-from shoal.study._pbt import checkpoint_path, explore, mutable_params, replay, schedule_of
+from shoal.study._pbt import checkpoint_path, expected_trials, explore, mutable_params, replay, schedule_of
 
 from tests.conftest import subprocess_env
 
@@ -60,6 +60,7 @@ def test_pbt_study_copies_the_best_and_records_lineage(workdir):
     states = collections.Counter(t.state.name for t in trials.values())
     # every exploit step (epochs 2 and 4) replaces the bottom quarter (2 of 8) by copies of the top quarter
     assert states == {"COMPLETE": 8, "PRUNED": 4}
+    assert len(trials) == expected_trials(8, 6, 2, 0.25)  # what the progress bar counts to
     assert study.user_attrs["pbt"]["population"] == 8
     for t in trials.values():
         info = t.user_attrs["pbt"]

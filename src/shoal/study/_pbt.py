@@ -44,6 +44,18 @@ SHAPE_PARAMS = ("depth", "width", "shape", "conv_layers", "channels", "kernel_si
 FACTORS = (0.8, 1.2)
 
 
+def replaced_per_step(population: int, quantile: float) -> int:
+    """How many members each exploit step replaces."""
+    return max(1, int(math.floor(quantile * population))) if population >= 2 else 0
+
+
+def expected_trials(population: int, epochs: int, interval: int, quantile: float) -> int:
+    """Trials a PBT study ends with when no member fails: the members, plus a copy for each
+    member replaced at each exploit step (every ``interval`` epochs before the last)."""
+    steps = max(0, math.ceil(epochs / interval) - 1)
+    return population + steps * replaced_per_step(population, quantile)
+
+
 def mutable_params(space: Space) -> list[str]:
     """The searched parameters PBT may change on a copy: numbers that leave the network's shape alone."""
     from shoal.space import Float, Int
@@ -246,7 +258,7 @@ def _exploit(members, epoch, exp, space, rng, pool, runner, spawn, attrs_of, max
     """Rank by the metric; the bottom quantile copies a random top-quantile member and explores."""
     sign = -1.0 if maximize else 1.0
     ranked = sorted(members, key=lambda m: sign * getattr(m.history[-1], metric))
-    n = max(1, int(math.floor(exp.pbt_quantile * len(ranked)))) if len(ranked) >= 2 else 0
+    n = replaced_per_step(len(ranked), exp.pbt_quantile)
     top, bottom = ranked[:n], ranked[len(ranked) - n:]
     out = [m for m in members if m not in bottom]
     for loser in bottom:

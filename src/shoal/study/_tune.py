@@ -319,7 +319,12 @@ def _run(exp: Experiment, space: Space, direction: str, metric: str, body: Calla
                                   "metric": metric, "space": space.describe(), **attrs})
     if warm is not None:
         _warm.enqueue(study, space, warm)
-    display = Progress(trials, direction, metric, console=console, enabled=progress)
+    shown = trials
+    if exp.strategy == "pbt":  # each exploit step ends some members' trials and starts their copies
+        from shoal.study._pbt import expected_trials
+
+        shown = expected_trials(trials, exp.epochs, exp.pbt_interval, exp.pbt_quantile)
+    display = Progress(shown, direction, metric, console=console, enabled=progress)
     planner = None
     if staged:
         from shoal.study._stages import StagePlanner, parse_stages
