@@ -109,6 +109,8 @@ def test_pbt_refuses_what_it_cannot_do(workdir):
         shoal.tune(data="digits", strategy="pbt", engine="single", trials=4, epochs=2, progress=False)
     with pytest.raises(ConfigError, match="k-fold"):
         shoal.tune(data="digits", strategy="pbt", folds=3, trials=4, epochs=2, progress=False, params=SMALL)
+    with pytest.raises(ConfigError, match="drop the pruner 'sha'"):
+        shoal.tune(data="digits", strategy="pbt", pruner="sha", trials=4, epochs=2, progress=False)
     with pytest.raises(ConfigError, match="pbt_quantile"):
         shoal.tune(data="digits", strategy="pbt", pbt_quantile=0.7, trials=4, epochs=2, progress=False)
     trial = optuna.trial.create_trial(value=1.0)

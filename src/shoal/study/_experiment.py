@@ -175,6 +175,9 @@ class Experiment:
                 or not 0 < self.pbt_quantile <= 0.5:
             raise ConfigError(f"The 'pbt_quantile' setting must be in (0, 0.5] (the share of the population "
                               f"replaced at each step). Got {self.pbt_quantile!r} instead.")
+        if self.strategy == "pbt" and self.pruner != "none":
+            raise ConfigError(f"PBT selects members itself (the bottom quantile copies the top one every "
+                              f"pbt_interval epochs); drop the pruner {self.pruner!r} or use another strategy.")
         if isinstance(self.warm_top, bool) or not isinstance(self.warm_top, int) or self.warm_top < 1:
             raise ConfigError(f"The 'warm_top' setting must be an integer >= 1 (how many of the earlier study's "
                               f"best configurations run first). Got {self.warm_top!r} instead.")
