@@ -81,6 +81,7 @@ def test_a_plain_study_is_not_a_comparison(known_db):
     ({"param": "activation", "values": ["relu", "swish"]}, "not a choice of 'activation'"),
     ({"param": "init", "values": ["he"]}, "at least 2 values"),
     ({"seeds": 0}, "'seeds' setting must be an integer >= 1"),
+    ({"search_engine": "ray"}, "'search_engine' must be 'population' or 'single'"),
 ])
 def test_bad_comparison_settings_are_clear_errors(workdir, kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -90,7 +91,7 @@ def test_bad_comparison_settings_are_clear_errors(workdir, kwargs, message):
 
 def test_small_real_comparison_is_stored_and_reused(workdir):
     d = run_comparison("activation", values=["relu", "tanh"], data="digits", seeds=2, budget=2, epochs=1,
-                       storage="cmp.db", progress=False)
+                       storage="cmp.db", search_engine="single", progress=False)
     url = "sqlite:///cmp.db"
     assert sorted(optuna.get_all_study_names(url)) == ["compare-activation-digits", "compare-activation-digits/lr-relu",
                                                       "compare-activation-digits/lr-tanh"]
@@ -113,7 +114,7 @@ def test_small_real_comparison_is_stored_and_reused(workdir):
     assert d.groups[1].final_acc == pytest.approx([t.user_attrs["curves"]["val_acc"][-1] for t in relu])
 
     again = run_comparison("activation", values=["relu", "tanh"], data="digits", seeds=2, budget=2, epochs=1,
-                           storage="cmp.db", progress=False)
+                           storage="cmp.db", search_engine="single", progress=False)
     assert len(optuna.load_study(study_name="compare-activation-digits", storage=url).trials) == 8  # nothing re-run
     assert again.groups[1].val_loss_mean == d.groups[1].val_loss_mean
 
@@ -137,3 +138,13 @@ def test_comparison_figures_are_valid_plotly_and_the_page_is_offline(tmp_path):
     assert rows[1][4].startswith("0.9200 ± ")
     page = render_comparison(d)
     assert external_references(page) == [] and "budget 0" in page
+
+
+def test_cli_compare_with_a_bad_param_exits_2(workdir, monkeypatch, capsys):
+    from tests.cli.test_cli import run_cli
+
+    assert run_cli(monkeypatch, "compare", "--param", "dropout", "--no-html") == 2
+    assert "must be one of ['optimizer', 'activation'" in capsys.readouterr().err
+    assert run_cli(monkeypatch, "compare-optimizers", "--values", "adam,lion", "--no-html") == 2
+    assert "not a choice of 'optimizer'" in capsys.readouterr().err
+    assert not (workdir / "shoal.db").exists()

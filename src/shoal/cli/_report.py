@@ -47,7 +47,7 @@ def report(
 
 def _compare(param: str, values: Optional[str], data: str, seeds: int, budget: int, epochs: int, default_lr: float,
              target_loss: Optional[float], storage: Optional[str], study: Optional[str], seed: int,
-             output: Optional[Path], no_html: bool, quiet: bool) -> None:
+             search_engine: str, output: Optional[Path], no_html: bool, quiet: bool) -> None:
     from shoal.report._compare import run_comparison
     from shoal.report._compare_view import print_comparison, write_comparison
     from shoal.report._html import _plotly
@@ -58,7 +58,7 @@ def _compare(param: str, values: Optional[str], data: str, seeds: int, budget: i
     chosen = [parse_value(v.strip()) for v in values.split(",") if v.strip()] if values else None
     result = run_comparison(param, data=data, values=chosen, seeds=seeds, budget=budget, epochs=epochs,
                             default_lr=default_lr, storage=storage, study=study, seed=seed, target_loss=target_loss,
-                            progress=not quiet, console=console)
+                            search_engine=search_engine, progress=not quiet, console=console)
     print_comparison(result, console)
     if not no_html:
         path = write_comparison(result, output or Path(f"{result.study_name.replace('/', '-')}.html"))
@@ -75,6 +75,8 @@ TargetOpt = Annotated[Optional[float], typer.Option(
     help="Validation loss that counts as converged (default: the median of the settings' best mean losses).")]
 CmpStudyOpt = Annotated[Optional[str], typer.Option(help="Comparison study name (default compare-<param>-<data>).")]
 SeedOpt = Annotated[int, typer.Option(help="Study seed (split, searches, run seeds).")]
+SearchEngineOpt = Annotated[str, typer.Option(
+    help="Engine of the learning-rate searches: population (batched) or single (one model at a time).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
@@ -92,14 +94,15 @@ def compare(
     storage: StorageOpt = None,
     study: CmpStudyOpt = None,
     seed: SeedOpt = 0,
+    search_engine: SearchEngineOpt = "population",
     output: OutOpt = None,
     no_html: NoHtmlOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Compare the values of one hyperparameter on the same MLP and data: each at its tuned and a
     shared default learning rate, over seeds; loss curves, convergence speed, accuracy intervals."""
-    _compare(param, values, data, seeds, budget, epochs, default_lr, target_loss, storage, study, seed, output,
-             no_html, quiet)
+    _compare(param, values, data, seeds, budget, epochs, default_lr, target_loss, storage, study, seed,
+             search_engine, output, no_html, quiet)
 
 
 @app.command("compare-optimizers")
@@ -114,11 +117,12 @@ def compare_optimizers(
     storage: StorageOpt = None,
     study: CmpStudyOpt = None,
     seed: SeedOpt = 0,
+    search_engine: SearchEngineOpt = "population",
     output: OutOpt = None,
     no_html: NoHtmlOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """The optimizer case study: SGD, SGD with momentum, RMSprop and Adam on the same MLP and data
     (same as `shoal compare --param optimizer`)."""
-    _compare("optimizer", values, data, seeds, budget, epochs, default_lr, target_loss, storage, study, seed, output,
-             no_html, quiet)
+    _compare("optimizer", values, data, seeds, budget, epochs, default_lr, target_loss, storage, study, seed,
+             search_engine, output, no_html, quiet)
