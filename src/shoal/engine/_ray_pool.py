@@ -192,6 +192,8 @@ class RayPool:
         if gpu:
             have = int(resources.get("GPU", 0))
             if have < 1:
+                if self._started_ray:
+                    ray.shutdown()
                 raise ConfigError(f"The device {device!r} asks for GPUs, but the Ray cluster has none. "
                                   "Use --device cpu, or add GPU nodes to the cluster.")
             n = workers or have
@@ -217,7 +219,14 @@ class RayPool:
         self.load = [0.0] * n
         self.members: dict[Hashable, _Member] = {}
         self.recovered: list[Hashable] = []  # members that resumed after losing their actor
-        self.pids = [pid for pid, _ in ray.get([a.ready.remote() for a in self.actors])]
+        refs = [a.ready.remote() for a in self.actors]
+        ready, _ = ray.wait(refs, num_returns=n, timeout=self.restart_timeout)
+        if len(ready) < n:  # more actors than the cluster can place: they would wait forever
+            self.close()
+            raise ConfigError(f"The Ray cluster started {len(ready)} of {n} workers within {self.restart_timeout:g} s "
+                              f"({options} each; the cluster has {resources.get('CPU', 0):g} CPUs and "
+                              f"{resources.get('GPU', 0):g} GPUs). Ask for fewer with --workers.")
+        self.pids = [pid for pid, _ in ray.get(refs)]
 
     @property
     def workers(self) -> int:
@@ -377,12 +386,4 @@ class RayPool:
         self.actors, self.members = [], {}
         if self._started_ray:
             ray.shutdown()
-
-
-def cluster_summary() -> str:
-    """One line about the Ray cluster this process is connected to (for logs)."""
-    import ray
-
-    r = ray.cluster_resources()
-    return f"{len(ray.nodes())} node(s), {r.get('CPU', 0):g} CPU(s), {r.get('GPU', 0):g} GPU(s)"
 
