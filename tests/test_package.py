@@ -19,5 +19,5 @@ def test_exported_names_exist_and_are_public():
     for name in shoal.__all__:
         assert hasattr(shoal, name), name
     public = {n for n in dir(shoal) if not n.startswith("_") and n not in ("annotations",)}
-    modules = {"space", "study", "data", "engine", "cli", "panda", "report"}
+    modules = {"space", "study", "data", "engine", "cli", "panda", "report", "dashboard"}
     assert public - modules - set(shoal.__all__) == set()

@@ -105,12 +105,21 @@ class Source:
 def _running_values(study: optuna.Study) -> dict[int, list[float | None]]:
     """The intermediate values (one per epoch) of running trials: their live curve before the trial
     writes its ``curves`` attribute (population trials write it when they end)."""
+    return {n: v for n, (v, _) in _running(study).items()}
+
+
+def _running(study: optuna.Study) -> dict[int, tuple[list[float | None], float | None]]:
+    """Running trials: their intermediate values and how many seconds they have been running."""
+    import datetime as dt
+
     from optuna.trial import TrialState
 
     out = {}
+    now = dt.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         iv = t.intermediate_values
-        out[t.number] = [iv[k] for k in sorted(iv)]
+        age = (now - t.datetime_start).total_seconds() if t.datetime_start else None
+        out[t.number] = ([iv[k] for k in sorted(iv)], age)
     return out
 
 
@@ -257,8 +266,16 @@ def population_view(src: Source, name: Any) -> dict[str, Any]:
     PBT records each member's slot (``pbt.slot``); for other population studies the slots are
     rebuilt from start and end times (``_lanes``). Rows are members (trials), newest last.
     """
+    from shoal.report import read_trials
+
     study = src.study(name)
-    trials, live = _trials(src, study)
+    trials = read_trials(study, src.url)
+    running = _running(study)
+    live = {n: v for n, (v, _) in running.items()}
+    for t in trials:  # a running trial's bar reaches now
+        age = running.get(t.number, (None, None))[1]
+        if t.end is None and t.start is not None and age is not None:
+            t.end = t.start + age
     attrs = study.user_attrs
     pbt_study = attrs.get("pbt") if isinstance(attrs.get("pbt"), dict) else None
     is_pbt = pbt_study is not None or any(isinstance(t.user_attrs.get("pbt"), dict) for t in trials)
@@ -417,5 +434,5 @@ def _trial_fig(curves: dict[str, list], iv: dict[int, float], events: list[dict]
     return {"data": traces, "layout": _layout(
         height=520, xaxis={"title": {"text": "epoch"}},
         yaxis={"title": {"text": "loss"}, "domain": [0.38, 1]},
-        yaxis2={"title": {"text": "accuracy"}, "overlaying": "y", "side": "right"},
-        yaxis3={"title": {"text": "lr"}, "type": "log", "domain": [0, 0.28]})}
+        yaxis2={"title": {"text": "accuracy"}, "overlaying": "y", "side": "right", "tickformat": ".2f"},
+        yaxis3={"title": {"text": "lr"}, "type": "log", "domain": [0, 0.28], "tickformat": ".1e", "nticks": 4})}

@@ -229,7 +229,9 @@ function trialPage() {
   let epochsShown = "";
   poll(async () => {
     const t = await api("/api/trial?study=" + encodeURIComponent(name) + "&trial=" + number);
-    const bits = [t.state, t.metric + " " + fmt(t.value), "epoch " + t.epoch];
+    const last = t.intermediate.values.length ? t.intermediate.values[t.intermediate.values.length - 1] : null;
+    const bits = [t.state, t.metric + " " + fmt(t.value !== null ? t.value : last) + (t.value === null && last !== null ? " (last epoch)" : ""),
+                  "epoch " + t.epoch];
     if (t.seconds !== null) bits.push(fmt(t.seconds) + " s");
     if (t.device) bits.push(t.device);
     if (t.fail_reason) bits.push("failed: " + t.fail_reason);
