@@ -118,6 +118,30 @@ def test_pbt_refuses_what_it_cannot_do(workdir):
         schedule_of(trial)
 
 
+def test_a_failed_member_is_recorded_and_its_slot_refilled_with_a_copy(workdir):
+    from shoal.space import Float, Space
+
+    def fn(config, epochs, state=None):
+        step = (state or 0) + epochs
+        if config["x"] < 0.3 and step == 2:
+            raise RuntimeError("exploded")
+        return (config["x"] - 0.7) ** 2 + 1.0 / step, step
+
+    result = shoal.tune(fn, space=Space([Float("x", 0.0, 1.0)]), strategy="pbt", trials=8, epochs=6,
+                        pbt_interval=3, storage="f.log", seed=4, progress=False)
+    trials = result.study.get_trials()
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert failed and all("exploded" in t.user_attrs["fail_reason"] for t in failed)
+    # at epoch 3 the failed members' slots got copies of top members: every slot ends alive
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert sorted(t.user_attrs["pbt"]["slot"] for t in done) == list(range(8))
+    for t in failed:
+        slot = t.user_attrs["pbt"]["slot"]
+        copy = next(c for c in trials if c.user_attrs["pbt"]["slot"] == slot and c.user_attrs["pbt"]["start_epoch"] == 3)
+        assert copy.user_attrs["pbt"]["parent"] is not None
+    assert all(len(t.user_attrs["curves"]["value"]) == 6 for t in done)
+
+
 def _cli(workdir):
     return [sys.executable, "-m", "shoal", "tune", "--data", "digits", "--strategy", "pbt", "--trials", "4",
             "--epochs", "6", "--pbt-interval", "2", "-p", "width=32", "-p", "batch_size=32", "-p", "depth=1",

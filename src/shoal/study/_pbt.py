@@ -143,8 +143,6 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
     ``FunctionPool`` runs a user's fidelity objective instead (``maximize`` and ``metric`` then
     say how to rank its records).
     """
-    import torch
-
     from shoal.engine import normalize
     from shoal.engine._config import diverged
     from shoal.engine._pool import make_pool
@@ -165,10 +163,14 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
     rng = np.random.default_rng([exp.seed, 7])
     pool = pool if pool is not None else make_pool(exp.preset, data.folds, data.device, int(exp.workers or 1))
     members: list[_Member] = []
+    empty: list[int] = []  # slots whose member failed: the next exploit step fills them with copies
     epoch = 0
 
     def attrs_of(m: _Member) -> dict[str, Any]:
-        a = trial_attrs([m.history], device, engine)
+        if data is None:  # a user objective: its value per epoch
+            a = {"curves": {"value": [r.value for r in m.history]}, "epochs_run": len(m.history)}
+        else:
+            a = trial_attrs([m.history], device, engine)
         a["schedule"] = m.schedule
         a["pbt"] = {"slot": m.slot, "parent": m.parent, "start_epoch": m.start_epoch}
         return a
@@ -232,6 +234,7 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
                 if reason is not None or r is None:
                     pool.remove(_key(m))
                     runner.fail(m.job, (reason or "no record").split("\n")[0], attrs_of(m))
+                    empty.append(m.slot)
                     continue
                 runner.report(m.job, epoch, getattr(r, metric), ask_pruner=False)
                 alive.append(m)
@@ -239,7 +242,9 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
             if epoch >= exp.epochs or not members:
                 break
             if epoch % exp.pbt_interval == 0:
-                members = _exploit(members, epoch, exp, space, rng, pool, runner, spawn, attrs_of, maximize, metric)
+                members = _exploit(members, epoch, exp, space, rng, pool, runner, spawn, attrs_of, maximize, metric,
+                                   empty)
+                empty = []
                 checkpoint()
         for m in members:
             pool.remove(_key(m))
@@ -254,8 +259,9 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
         pool.close()
 
 
-def _exploit(members, epoch, exp, space, rng, pool, runner, spawn, attrs_of, maximize, metric):
-    """Rank by the metric; the bottom quantile copies a random top-quantile member and explores."""
+def _exploit(members, epoch, exp, space, rng, pool, runner, spawn, attrs_of, maximize, metric, empty=()):
+    """Rank by the metric; the bottom quantile copies a random top-quantile member and explores.
+    Slots left ``empty`` by failed members are filled with copies too."""
     sign = -1.0 if maximize else 1.0
     ranked = sorted(members, key=lambda m: sign * getattr(m.history[-1], metric))
     n = replaced_per_step(len(ranked), exp.pbt_quantile)
@@ -275,6 +281,13 @@ def _exploit(members, epoch, exp, space, rng, pool, runner, spawn, attrs_of, max
         out.append(child)
         log.info("PBT epoch %d: trial %d replaced by trial %d, a copy of trial %d", epoch, loser.job.number,
                  child.job.number, parent.job.number)
+    donors = top or ranked[:1]
+    for slot in empty if donors else ():
+        parent = donors[int(rng.integers(len(donors)))]
+        cfg = explore(parent.job.config, space, rng, exp.pbt_explore)
+        out.append(spawn(slot, cfg, parent, pool.snapshot(_key(parent)),
+                         {"pbt": {"slot": slot, "parent": parent.job.number, "start_epoch": epoch}}))
+        log.info("PBT epoch %d: empty slot %d refilled with a copy of trial %d", epoch, slot, parent.job.number)
     return sorted(out, key=lambda m: m.slot)
 
 
