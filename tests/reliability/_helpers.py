@@ -22,9 +22,9 @@ def tune_cmd(storage: Path, *extra: str, engine: str = "single", trials: int = 1
             "-s", str(storage), *SMALL_SPACE, *extra]
 
 
-def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
+def start(cmd: list[str], cwd: Path, **popen) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=cwd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, **popen)
 
 
 def snapshot(db: Path, study: str = "digits-mlp") -> list:

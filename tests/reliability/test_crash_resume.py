@@ -7,6 +7,7 @@ at seeded random moments (before the study exists, between trials, inside popula
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -108,12 +109,19 @@ def test_repeated_sigkill_loses_and_repeats_nothing(workdir, engine, extra):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine, extra", [("single", []), ("population", ["--population", "3"])])
+@pytest.mark.parametrize("engine, extra", [
+    ("single", []),
+    ("population", ["--population", "3"]),
+    # Ctrl-C in a terminal signals the whole process group, worker processes too: they must leave
+    # the decision to the parent, or their members would fail instead of being interrupted.
+    ("population", ["--population", "3", "--workers", "2"]),
+])
 def test_sigint_finishes_the_epoch_records_interrupted_trials_and_exits_130(workdir, engine, extra):
     db = workdir / "int.db"
     epochs = 4
     cmd = tune_cmd(db, *extra, engine=engine, trials=8, epochs=epochs)
-    proc = start(cmd, workdir)
+    group = "--workers" in extra
+    proc = start(cmd, workdir, start_new_session=group)
 
     def mid_training():
         # A trial that has finished at least one trial before it, and is early in its own epochs,
@@ -126,7 +134,10 @@ def test_sigint_finishes_the_epoch_records_interrupted_trials_and_exits_130(work
 
     before = wait_until(mid_training, proc)
     assert before is not None, proc.communicate()
-    proc.send_signal(signal.SIGINT)
+    if group:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
@@ -137,6 +148,7 @@ def test_sigint_finishes_the_epoch_records_interrupted_trials_and_exits_130(work
     for number, record in _finished(before).items():  # finished trials are kept as they were
         assert _finished([by_number[number]])[number] == record
     assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert not [t for t in trials if t.state == TrialState.FAIL and t.user_attrs["fail_reason"] != INTERRUPTED]
     for t in before:
         if t.state == TrialState.RUNNING and len(t.intermediate_values) < epochs - 2:
             stopped = by_number[t.number]

@@ -219,7 +219,7 @@ def main() -> None:
     try:
         # Without standalone mode, click returns (not raises) the code of typer.Exit, and 130 for a
         # KeyboardInterrupt (Ctrl-C); anything else a command returns is None.
-        code = app(standalone_mode=False)
+        code = _command()(standalone_mode=False)
     except ShoalError as exc:
         _error(str(exc))
     except (KeyboardInterrupt, typer.Abort):
@@ -237,6 +237,18 @@ def main() -> None:
     if code == 130:
         err_console.print("[yellow]interrupted:[/] run the same command again to continue the study.")
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _command():
+    """The click command behind ``app``, built once per process: typer rebuilds it from every
+    command's signature on each ``app()`` call, which costs more than checking a bad flag."""
+    global _COMMAND
+    if _COMMAND is None:
+        _COMMAND = typer.main.get_command(app)
+    return _COMMAND
+
+
+_COMMAND = None
 
 
 def _error(message: str) -> None:

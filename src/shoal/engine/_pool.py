@@ -90,7 +90,13 @@ class LocalPool:
 
 
 def _worker(conn, family: str, folds: list[dict], device: str, pad: bool) -> None:
+    import signal
+
     import torch
+
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides (it finishes the
+    # epoch and records its trials as interrupted); a worker dying of it would fail its members.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     from shoal.engine._single import TensorData
 

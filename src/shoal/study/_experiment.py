@@ -279,6 +279,38 @@ def make_experiment(settings: Mapping[str, Any], source: str = "arguments") -> E
     return Experiment(**normalized)
 
 
+def _cut_partial_line(backend: Any, path: Path) -> None:
+    """Drop a journal's last line if a write was cut short (disk full, process killed, power lost).
+
+    Optuna skips such a line when reading, but the next append would be glued to it and make the
+    log unreadable. Under the journal's own lock, so that no other writer is half-way through.
+    """
+    from optuna.storages.journal._file import get_lock_file
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with get_lock_file(backend._lock), open(path, "rb+") as f:
+        size = f.seek(0, 2)
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        end = size
+        while end > 0:  # find the last newline, reading backwards in blocks
+            start = max(0, end - 65536)
+            f.seek(start)
+            block = f.read(end - start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                end = start + cut + 1
+                break
+            end = start
+        f.truncate(end)
+    import logging
+
+    logging.getLogger("shoal").warning("journal %s: dropped an incomplete last record (%d bytes) left by an "
+                                       "interrupted write", path, size - end)
+
+
 def resolve_storage(storage: str | None, create: bool = True):
     """A storage for Optuna: a SQLite file by default, any SQLAlchemy URL, or a journal file.
 
@@ -306,7 +338,9 @@ def resolve_storage(storage: str | None, create: bool = True):
             raise ConfigError(f"The folder of journal file {path!r} does not exist. Create it first.")
         if not create:
             return f"journal:{path}"
-        return JournalStorage(JournalFileBackend(path))
+        backend = JournalFileBackend(path)
+        _cut_partial_line(backend, Path(path))
+        return JournalStorage(backend)
     if s.endswith((".db", ".sqlite", ".sqlite3")):
         if not Path(s).parent.exists():
             raise ConfigError(f"The folder of SQLite file {s!r} does not exist. Create it first.")

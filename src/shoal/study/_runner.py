@@ -88,6 +88,7 @@ class StudyRunner:
         if is_shared(study):
             self._heartbeat = Heartbeat(self)
         self.stop_requested = False  # set by a first Ctrl-C (see ``stop_on_interrupt``)
+        self.graceful = True  # False: Ctrl-C stops at once (a user objective has no epochs to finish)
         self.recovered = self._recover_interrupted()
         self.planner = planner  # chooses configurations itself (coarse-to-fine stages), or None
         self._waiting = len(self.study.get_trials(deepcopy=False, states=(_state("WAITING"),)))
@@ -145,7 +146,7 @@ class StudyRunner:
             return
 
         def on_sigint(signum, frame):
-            if self.stop_requested:
+            if self.stop_requested or not self.graceful:
                 raise KeyboardInterrupt
             self.stop_requested = True
             logging.getLogger("shoal").warning(
@@ -285,6 +286,7 @@ class StudyRunner:
             n_args = len(inspect.signature(objective).parameters)
         except (TypeError, ValueError):
             n_args = 1
+        self.graceful = False  # the objective is opaque: there is no epoch end to wait for
         while (job := self.ask()) is not None:
             try:
                 out = objective(job.config, job.trial) if n_args >= 2 else objective(job.config)
