@@ -31,7 +31,7 @@ def test_keras_example_prunes_and_copies_states(workdir, monkeypatch):
     assert keras.backend.backend() == "torch"
     copies = [t for t in trials if t.user_attrs["pbt"]["parent"] is not None]
     assert len(copies) == 1 and copies[0].state.name == "COMPLETE"  # the bottom quarter of 4: one copy
-    assert all(len(t.user_attrs["curves"]["val_loss"]) == 2 for t in trials if t.state.name == "COMPLETE")
+    assert all(len(t.user_attrs["curves"]["value"]) == 2 for t in trials if t.state.name == "COMPLETE")
     assert 0.0 < result.best_value < 2.3  # better than a uniform guess over 10 classes
 
 
