@@ -180,6 +180,8 @@ def print_comparison(d: ComparisonData, console: Console) -> None:
     if ranked:
         best = ranked[0]
         overlap = [g.label for g in ranked[1:] if g.acc_ci and best.acc_ci and g.acc_ci[1] >= best.acc_ci[0]]
-        console.print(f"highest mean accuracy: [green]{best.label}[/] {best.acc_mean:.4f}"
-                      + (f"; its 95% interval overlaps {', '.join(overlap)}" if overlap else
-                         "; no other interval overlaps its 95% interval"))
+        tail = ""
+        if len(ranked) > 1:
+            tail = (f"; its 95% interval overlaps {', '.join(overlap)}" if overlap else
+                    "; no other interval overlaps its 95% interval")
+        console.print(f"highest mean accuracy: [green]{best.label}[/] {best.acc_mean:.4f}{tail}")
