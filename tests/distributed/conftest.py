@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_ray():
-    """``ray.init(num_cpus=2)``: two one-core workers, as on the CI machine.
+    """``ray.init(num_cpus=2)``: two one-core workers, as on the CI machine; stopped after the module
+    (its processes would otherwise idle through the rest of the suite).
 
     Its workers take the optimizer's eager path (``SHOAL_NO_COMPILE=1``): compiling it costs each
     fresh worker process 5 to 20 s on the CI machine, and these tests start five. Tests comparing
