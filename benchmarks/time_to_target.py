@@ -201,6 +201,8 @@ def worker_ray(a) -> None:
                 return
             tune.report({"val_acc": val_acc, "t": time.time()})
 
+    # Ray runs its workers at niceness 15: on a busy machine they would wait for the cores.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, data=data), {"cpu": 1}),
