@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import subprocess_env
 
 TRIALS, DRIVERS, POPULATION = 12, 3, 2
@@ -20,6 +22,7 @@ def _max_overlap(trials) -> int:
     return most
 
 
+@pytest.mark.slow
 def test_drivers_share_one_study_and_one_budget(postgres_url, tmp_path):
     import optuna
     from optuna.trial import TrialState
@@ -87,6 +90,7 @@ def test_only_trials_of_a_silent_driver_are_recovered(postgres_url):
     assert second is not None and runner.ask() is None
 
 
+@pytest.mark.slow
 def test_drivers_opening_an_empty_database_at_once_all_succeed(postgres_server, tmp_path):
     """Optuna's table creation races on an empty PostgreSQL database; shoal opens it again."""
     import psycopg

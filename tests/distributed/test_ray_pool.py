@@ -25,6 +25,7 @@ def _curves(records: dict, curves: dict) -> None:
         curves[key].append((r.epoch, r.train_loss, r.val_loss, r.lr))
 
 
+@pytest.mark.slow
 def test_ray_pool_matches_local_pool_and_a_killed_worker_loses_no_epoch(local_ray, eager_optimizer, digits_data):
     from shoal.engine._ray_pool import RayPool
 
@@ -86,6 +87,7 @@ def test_a_gpu_pool_on_a_cluster_without_gpus_is_refused(local_ray, digits_data)
         RayPool("mlp", [digits_data], device="cuda")
 
 
+@pytest.mark.slow
 def test_a_study_on_ray_equals_the_same_study_in_process(local_ray, eager_optimizer, workdir):
     import shoal
 
