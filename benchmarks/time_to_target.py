@@ -332,13 +332,17 @@ def run_shoal(task: str, seed: int, trials: int, epochs: int, tmp: Path, strateg
     run = Run(wall=time.time() - t0, cpu=cpu)
     study = optuna.load_study(study_name=None, storage=storage)
     for tr in study.get_trials(deepcopy=False):
-        # Epoch k ended about the sum of the first k round times after the trial started.
+        # The study stores when a trial started and ended, not when each epoch did. Epoch k's time is
+        # estimated by spreading the trial's span in proportion to its epochs' `seconds` (a
+        # population's own epoch time, which leaves out the compile and the other populations of
+        # the round: adding them up from the start would date the epochs too early).
         seconds = tr.user_attrs.get("curves", {}).get("seconds", [])
-        end = tr.datetime_complete.timestamp() if tr.datetime_complete else math.inf
-        start, elapsed = tr.datetime_start.timestamp(), 0.0
+        start = tr.datetime_start.timestamp()
+        end = tr.datetime_complete.timestamp() if tr.datetime_complete else time.time()
+        total, elapsed = sum(seconds) or 1.0, 0.0
         for step, s in zip(sorted(tr.intermediate_values), seconds):
             elapsed += s
-            run.epoch.append((min(start + elapsed, end) - t0, tr.intermediate_values[step]))
+            run.epoch.append((start + (end - start) * elapsed / total - t0, tr.intermediate_values[step]))
         if tr.state.name == "COMPLETE":
             run.complete.append((end - t0, tr.value))
     run.trials = len(study.trials)
