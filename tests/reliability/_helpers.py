@@ -33,8 +33,9 @@ def snapshot(db: Path, study: str = "digits-mlp") -> list:
 
     if not db.exists():
         return []
-    try:
-        return optuna.load_study(study_name=study, storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+    try:  # read-only: opening the file as usual would create Optuna's tables, racing the process under test
+        return optuna.load_study(study_name=study, storage=f"sqlite:///file:{db}?mode=ro&uri=true").get_trials(
+            deepcopy=False)
     except Exception:  # not created yet, or created half-way by a process killed at that moment
         return []
 

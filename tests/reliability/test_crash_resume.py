@@ -98,6 +98,9 @@ def test_repeated_sigkill_loses_and_repeats_nothing(workdir, engine, extra):
         assert again.number > t.number
         # (a process killed while a trial sampled its parameters leaves some unset: the retry draws those)
         assert {k: _planned(again)[k] for k in _planned(t)} == _planned(t)
+        while again.number in retries:  # a retry can be interrupted too: follow to the last attempt
+            again = retries[again.number]
+        assert counted(again)
         if "config" in t.user_attrs:  # it had started training: the very same configuration again
             assert again.user_attrs["config"] == t.user_attrs["config"]
     # No duplicates: each counted trial is a distinct draw, or the single retry of an interrupted one.
@@ -123,16 +126,17 @@ def test_sigint_finishes_the_epoch_records_interrupted_trials_and_exits_130(work
     group = "--workers" in extra
     proc = start(cmd, workdir, start_new_session=group)
 
-    def mid_training():
-        # A trial that has finished at least one trial before it, and is early in its own epochs,
-        # so it cannot reach its end between this look and the signal.
+    def mid_training(t) -> bool:
+        # Training, past its first epoch, and far enough from its last not to finish before the signal.
+        return t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) < epochs - 1
+
+    def ready():
         trials = snapshot(db)
-        running = [t for t in trials if t.state == TrialState.RUNNING and len(t.intermediate_values) < epochs - 2]
-        if running and any(t.state == TrialState.COMPLETE for t in trials):
+        if any(mid_training(t) for t in trials) and any(t.state == TrialState.COMPLETE for t in trials):
             return trials
         return None
 
-    before = wait_until(mid_training, proc)
+    before = wait_until(ready, proc)
     assert before is not None, proc.communicate()
     if group:
         os.killpg(proc.pid, signal.SIGINT)
@@ -150,11 +154,18 @@ def test_sigint_finishes_the_epoch_records_interrupted_trials_and_exits_130(work
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert not [t for t in trials if t.state == TrialState.FAIL and t.user_attrs["fail_reason"] != INTERRUPTED]
     for t in before:
-        if t.state == TrialState.RUNNING and len(t.intermediate_values) < epochs - 2:
+        if mid_training(t):
             stopped = by_number[t.number]
             assert stopped.state == TrialState.FAIL and stopped.user_attrs["fail_reason"] == INTERRUPTED
-            # It finished the epoch it was in before stopping: one more epoch reported than seen.
-            assert len(stopped.intermediate_values) > len(t.intermediate_values)
+            # It stopped at an epoch's end: every epoch it had reported is kept, the one it was in (if
+            # the signal came while it trained) reported too, and nothing after a gap.
+            reported = sorted(stopped.intermediate_values)
+            assert reported == list(range(1, len(reported) + 1))
+            assert len(reported) >= len(t.intermediate_values)
+            assert stopped.intermediate_values[len(t.intermediate_values)] == t.intermediate_values[
+                len(t.intermediate_values)]
+        elif t.state == TrialState.RUNNING:  # asked, or early in its first epoch: interrupted as well
+            assert by_number[t.number].user_attrs.get("fail_reason") == INTERRUPTED
     interrupted = [t for t in trials if t.user_attrs.get("fail_reason") == INTERRUPTED]
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     assert sorted(t.user_attrs["retry_of"] for t in waiting) == sorted(t.number for t in interrupted)

@@ -127,6 +127,7 @@ def _plan(exp: Experiment, space: Space | None = None) -> tuple[Space, Any, str,
     from shoal.study._caviar import run_caviar
 
     tuned_space = space.copy().update(exp.params) if space is not None else exp.space()
+    _check_extremes(tuned_space)
     data = prepare_data(exp)
     engine = exp.resolved_engine(data.device)
     body = run_caviar if engine == "population" else run_builtin
@@ -136,6 +137,18 @@ def _plan(exp: Experiment, space: Space | None = None) -> tuple[Space, Any, str,
                               "(or auto) with --strategy pbt.")
         from shoal.study._pbt import run_pbt as body
     return tuned_space, data, engine, body
+
+
+def _check_extremes(space: Space) -> None:
+    """Every value the space can give a built-in model is one the engine accepts: fixed values,
+    choices, both ends of ranges (lr = -1 or dropout up to 1.5 is refused here, not trial by trial)."""
+    from shoal.engine import normalize
+
+    for p in space:
+        values = [getattr(p, "value")] if hasattr(p, "value") else list(getattr(p, "choices", ()))
+        values += [getattr(p, k) for k in ("low", "high", "off") if getattr(p, k, None) is not None]
+        for v in values:
+            normalize({p.name: v})
 
 
 def check(experiment: str | Experiment | None = None, **settings: Any) -> str:
@@ -261,6 +274,8 @@ def storage_error(exc: BaseException, storage: Any) -> StorageError | None:
         if isinstance(seen, sqlite3.Error) or type(seen).__module__.startswith("sqlalchemy"):
             text = str(getattr(seen, "orig", None) or seen).split("\n")[0]
             reason = next((hint for key, hint in _SQLITE_HINTS if key in text.lower()), None)
+            if reason is None and "OperationalError" in type(seen).__name__:
+                reason = "the database refused the operation"  # e.g. another process creating its tables
             reason = f"{reason} ({text})" if reason else None
         elif isinstance(seen, OSError) and seen.errno in _DISK_ERRNOS:
             reason = f"{_DISK_ERRNOS[seen.errno]} ({seen.strerror})"
