@@ -99,7 +99,8 @@ def flat_update(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tens
         if os.environ.get("SHOAL_NO_COMPILE", "") != "1":
             try:
                 fn = torch.compile(_update, dynamic=True)
-                fn(P.clone(), G, M.clone(), V.clone(), code, table)  # probe on copies
+                with torch.no_grad():  # as the real calls run: a grad-mode change would compile again
+                    fn(P.clone(), G, M.clone(), V.clone(), code, table)  # probe on copies
                 _compiled = fn
             except Exception:  # no C++ compiler, unsupported backend: eager is correct, only slower
                 _compiled = _update
