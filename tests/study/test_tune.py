@@ -168,7 +168,8 @@ def test_builtin_mlp_study_records_everything(workdir):
         assert isinstance(t.user_attrs["seed"], int)
         assert t.user_attrs["seconds"] > 0
         assert t.user_attrs["config"]["width"] in (32, 64)
-    assert study.user_attrs["shoal"]["data"].startswith("digits: 1797 samples")
+    assert study.user_attrs["shoal"]["data"] == "digits"  # the source, as given: `shoal retune` reuses it
+    assert study.user_attrs["shoal"]["data_description"].startswith("digits: 1797 samples")
     assert result.best_params == study.best_trial.user_attrs["config"]
 
 
