@@ -178,3 +178,20 @@ def test_a_killed_pbt_study_resumes_from_its_checkpoint(workdir):
     retried = [t for t in resumed.get_trials() if t.user_attrs.get("retry_of") is not None]
     assert retried, "the members went on in retries of their interrupted trials"
     assert not ckpt.exists()
+
+
+def test_the_report_draws_pbt_lineage(workdir):
+    from shoal.report import load_report
+    from shoal.space import Float, Space
+
+    def fn(config, epochs, state=None):
+        step = (state or 0) + epochs
+        return (config["x"] - 0.7) ** 2 + 1.0 / step, step
+
+    result = shoal.tune(fn, space=Space([Float("x", 0.0, 1.0)]), strategy="pbt", trials=4, epochs=4,
+                        pbt_interval=2, storage="lineage.db", study="l", seed=0, progress=False)
+    copies = [(t.user_attrs["pbt"]["parent"], t.number) for t in result.study.get_trials()
+              if t.user_attrs["pbt"]["parent"] is not None]
+    assert copies
+    data = load_report("lineage.db", "l")
+    assert sorted(data.lineage.edges) == sorted(copies)

@@ -66,9 +66,12 @@ def load_report(storage: str | None, study: str | None = None, **options: Any) -
 
 
 def _parent(attrs: dict[str, Any]) -> int | None:
-    """The trial a forked trial started from: ``pbt_parent``, or ``lineage`` as a dict
-    (``parent_trial``), a list of ancestors (the last is the parent) or a list of such dicts."""
-    p = attrs.get("pbt_parent")
+    """The trial a forked trial started from: a PBT copy's ``pbt.parent`` (``pbt_parent`` in older
+    records), or ``lineage`` as a dict (``parent_trial``), a list of ancestors (the last is the
+    parent) or a list of such dicts."""
+    p = (attrs.get("pbt") or {}).get("parent") if isinstance(attrs.get("pbt"), dict) else None
+    if p is None:
+        p = attrs.get("pbt_parent")
     if isinstance(p, int) and not isinstance(p, bool):
         return p
     lineage = attrs.get("lineage")
