@@ -34,3 +34,11 @@ def test_a_storage_server_that_cannot_be_reached_is_a_clear_error():
     # port 1 on loopback: nothing listens there
     with pytest.raises(ConfigError, match=r"Cannot open the storage 'postgresql\+psycopg://u:\*\*\*@127.0.0.1:1/x'"):
         resolve_storage("postgresql+psycopg://u:secret@127.0.0.1:1/x")
+
+
+def test_printed_storage_urls_hide_their_password():
+    from shoal.study._shared import _hide_password
+
+    assert _hide_password("postgresql+psycopg://u:s3cret@db:5432/x") == "postgresql+psycopg://u:***@db:5432/x"
+    assert _hide_password("postgresql+psycopg://u@db/x") == "postgresql+psycopg://u@db/x"
+    assert _hide_password("runs.db") == "runs.db"

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from shoal._errors import ConfigError, ShoalError
+from shoal.study._shared import _hide_password
 
 app = typer.Typer(
     name="shoal",
@@ -104,7 +105,7 @@ def tune(
         raise typer.Exit(1)
     console.print(
         f"best {exp.metric} [green]{result.best_value:.4g}[/] (trial {result.best_trial.number}); "
-        f"study [bold]{study_obj.study_name}[/] in {exp.storage or 'shoal.db'}. "
+        f"study [bold]{study_obj.study_name}[/] in {_hide_password(str(exp.storage or 'shoal.db'))}. "
         f"`shoal best --study {study_obj.study_name}` prints its configuration."
     )
 
