@@ -3,7 +3,7 @@
 Every generated case runs the real entry point (``shoal.cli.main``) in this process; a few run as real
 subprocesses. Invalid input must end with exit code 2 and one paragraph on stderr (no traceback),
 and leave the storage as it was (not created, not changed); valid input passes ``--check`` (exit 0)
-and, for a few, trains. About 1,300 generated cases in all.
+and, for a few, trains. 1,166 generated cases in all (400 + 300 + 60 + 400 + 6).
 """
 
 from __future__ import annotations
