@@ -12,7 +12,7 @@ from optuna.samplers import GridSampler, RandomSampler
 from optuna.trial import FixedTrial
 
 from shoal._errors import ConfigError
-from shoal.space import Categorical, Fixed, Float, Int, Space, mlp, parse_override, parse_value
+from shoal.space import Categorical, Fixed, Float, Int, Space, mlp, parse_override, parse_value, preset
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -476,3 +476,13 @@ def test_grid_drives_optuna_grid_sampler():
     study.optimize(objective, n_trials=20)  # the sampler stops the study once the grid is done
     assert len(seen) == space.grid_size(3) == 6
     assert set(seen) == {(o, lr, 2) for o in ("sgd", "adam") for lr in (1e-3, 1e-2, 1e-1)}
+
+
+def test_grid_leaves_out_parameters_no_configuration_activates():
+    space = preset("mlp").update({"optimizer": "sgd", "lr": {"low": 1e-3, "high": 1e-1}})
+    grid = space.grid(3)
+    # momentum, rmsprop_alpha, beta1, beta2 and eps apply only to other optimizers
+    assert not {"momentum", "rmsprop_alpha", "beta1", "beta2", "eps"} & set(grid)
+    assert "lr" in grid
+    open_space = preset("mlp").update({"optimizer": ["sgd", "momentum"]})
+    assert "momentum" in open_space.grid(3) and "beta1" not in open_space.grid(3)

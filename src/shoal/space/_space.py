@@ -212,11 +212,25 @@ class Space:
                 params.update(p.optuna_params(config[p.name]))
         return params
 
+    def _can_be_active(self, p: Param) -> bool:
+        """Whether some configuration activates ``p``: each parameter its condition names can take
+        an allowed value (momentum is never active when the optimizer is fixed to sgd)."""
+        for key, allowed in p.when.items():
+            q = self._params.get(key)
+            if isinstance(q, Fixed) and q.value not in allowed:
+                return False
+            if isinstance(q, Categorical) and not any(c in allowed for c in q.choices):
+                return False
+        return True
+
     def grid(self, points: int = 3) -> dict[str, list]:
-        """A grid for Optuna's GridSampler: every searched parameter with a few values."""
+        """A grid for Optuna's GridSampler: every searched parameter with a few values (parameters
+        that no configuration can activate are left out: they would only repeat grid points)."""
         grid: dict[str, list] = {}
         for p in self._params.values():
             if isinstance(p, Fixed) or (isinstance(p, Categorical) and len(p.choices) == 1):
+                continue
+            if not self._can_be_active(p):
                 continue
             if isinstance(p, Float) and p.off is not None:
                 grid[p.switch_name] = [True, False]
