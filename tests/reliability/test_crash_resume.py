@@ -121,7 +121,7 @@ def test_repeated_sigkill_loses_and_repeats_nothing(workdir, engine, extra):
 ])
 def test_sigint_finishes_the_epoch_records_interrupted_trials_and_exits_130(workdir, engine, extra):
     db = workdir / "int.db"
-    epochs = 4
+    epochs = 8  # a wide window in which one trial has finished and another is mid-training
     cmd = tune_cmd(db, *extra, engine=engine, trials=8, epochs=epochs)
     group = "--workers" in extra
     proc = start(cmd, workdir, start_new_session=group)
@@ -164,8 +164,10 @@ def test_sigint_finishes_the_epoch_records_interrupted_trials_and_exits_130(work
             assert len(reported) >= len(t.intermediate_values)
             assert stopped.intermediate_values[len(t.intermediate_values)] == t.intermediate_values[
                 len(t.intermediate_values)]
-        elif t.state == TrialState.RUNNING:  # asked, or early in its first epoch: interrupted as well
-            assert by_number[t.number].user_attrs.get("fail_reason") == INTERRUPTED
+        elif t.state == TrialState.RUNNING:  # asked, or early in its first epoch: interrupted as well,
+            # unless it finished between the snapshot and the signal (a busy machine allows that)
+            now = by_number[t.number]
+            assert now.user_attrs.get("fail_reason") == INTERRUPTED or now.state == TrialState.COMPLETE
     interrupted = [t for t in trials if t.user_attrs.get("fail_reason") == INTERRUPTED]
     waiting = [t for t in trials if t.state == TrialState.WAITING]
     assert sorted(t.user_attrs["retry_of"] for t in waiting) == sorted(t.number for t in interrupted)
