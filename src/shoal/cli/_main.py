@@ -121,7 +121,7 @@ def _load(storage: str | None, study: str | None):
         raise ConfigError(f"Storage file not found: {storage!r}. Check the path (studies are created by `shoal tune`).")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     resolved = resolve_storage(storage)
-    names = [s.study_name for s in optuna.get_all_study_summaries(resolved, include_best_trial=False)]
+    names = list(optuna.get_all_study_names(resolved))
     if study is None:
         if len(names) == 1:
             study = names[0]

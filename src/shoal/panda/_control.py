@@ -59,7 +59,7 @@ def _open(storage: Any, study: str | None) -> optuna.Study:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     resolved = resolve_storage(storage)
-    names = [s.study_name for s in optuna.get_all_study_summaries(resolved, include_best_trial=False)]
+    names = list(optuna.get_all_study_names(resolved))
     if study is None:
         if len(names) != 1:
             raise ConfigError(f"This storage holds {len(names)} studies: {', '.join(names) or 'none'}. "

@@ -43,7 +43,7 @@ def load_warm_start(source: str, study: str | None, top: int) -> WarmStart:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = resolve_storage(source)
     try:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        names = list(optuna.get_all_study_names(storage))
     except Exception as exc:  # a missing file, an unreachable server
         raise ConfigError(f"Cannot read the warm-start storage {source!r}: {exc}") from None
     if study is None:
