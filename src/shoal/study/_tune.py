@@ -42,7 +42,10 @@ class TuneResult:
 def open_study(storage: Any, name: str, direction: str, sampler=None, pruner=None) -> optuna.Study:
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # shoal reports failures, storage faults and progress itself; Optuna's own warnings (a failed
+    # trial's parameters, "falling back to a slower alternative" when a database is locked) would
+    # only break its one-paragraph messages and the progress bar.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler,
                                 pruner=pruner, load_if_exists=True)
     if study.direction.name.lower() != direction:
