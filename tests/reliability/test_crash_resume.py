@@ -121,7 +121,8 @@ def test_repeated_sigkill_loses_and_repeats_nothing(workdir, engine, extra):
 ])
 def test_sigint_finishes_the_epoch_records_interrupted_trials_and_exits_130(workdir, engine, extra):
     db = workdir / "int.db"
-    epochs = 8  # a wide window in which one trial has finished and another is mid-training
+    epochs = 40  # a wide window in which one trial has finished and another is mid-training (small nets
+    # on digits train an epoch in ~20 ms: with fewer epochs an idle machine can finish before a poll sees it)
     cmd = tune_cmd(db, *extra, engine=engine, trials=8, epochs=epochs)
     group = "--workers" in extra
     proc = start(cmd, workdir, start_new_session=group)
