@@ -65,6 +65,15 @@ def _best(study: optuna.Study) -> tuple[dict | None, float | None, Any]:
     return dict(best.user_attrs.get("config", best.params)), best.value, best
 
 
+def _experiment_from(experiment: str | Experiment | None, settings: Mapping[str, Any]) -> Experiment:
+    """The experiment a call describes: a TOML path or ``Experiment``, with ``settings`` winning."""
+    if isinstance(experiment, Experiment):
+        return make_experiment({**experiment.to_dict(), **settings})
+    if experiment is not None:
+        return load_experiment(experiment, **settings)
+    return make_experiment(dict(settings))
+
+
 def tune(
     objective: Callable[..., Any] | None = None,
     *,
@@ -98,12 +107,7 @@ def tune(
         ...                     epochs=3, storage="runs.db")  # doctest: +SKIP
         >>> result.best_params["lr"]  # doctest: +SKIP
     """
-    if isinstance(experiment, Experiment):
-        exp = make_experiment({**experiment.to_dict(), **settings})
-    elif experiment is not None:
-        exp = load_experiment(experiment, **settings)
-    else:
-        exp = make_experiment(settings)
+    exp = _experiment_from(experiment, settings)
     if objective is not None and model is not None:
         raise ConfigError("Pass either objective= (your own training code) or model= (shoal trains your "
                           "nn.Module), not both.")
@@ -166,12 +170,7 @@ def check(experiment: str | Experiment | None = None, **settings: Any) -> str:
     """
     from shoal.study._strategies import make_pruner, make_sampler
 
-    if isinstance(experiment, Experiment):
-        exp = make_experiment({**experiment.to_dict(), **settings})
-    elif experiment is not None:
-        exp = load_experiment(experiment, **settings)
-    else:
-        exp = make_experiment(settings)
+    exp = _experiment_from(experiment, settings)
     space, data, engine, _ = _plan(exp)
     make_sampler("random" if exp.strategy == "coarse-to-fine" else exp.strategy, seed=exp.seed, space=space,
                  grid_points=exp.grid_points)
