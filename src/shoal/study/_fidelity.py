@@ -11,15 +11,24 @@ is how user code gets every strategy:
 * coarse-to-fine and every sampler: as for any objective.
 
 Returning a bare value (no state) works for everything but PBT, which needs states to copy.
+
+Resume: after each epoch the trial's state, epoch and curve are saved beside the storage
+(``.<study>.trial-<N>.state.pt``, written atomically; removed when the trial ends). A study killed
+mid-trial (Ctrl-C, SIGKILL) runs that trial again as a retry (see ``StudyRunner``), and the retry
+goes on from the saved epoch with the saved state: the epochs already trained are not trained again.
+An objective that returns no state starts its retries from epoch 0.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import math
+import os
 import time
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping
 
 from shoal._errors import ConfigError
@@ -28,7 +37,9 @@ if TYPE_CHECKING:
     from shoal.study._experiment import Experiment
     from shoal.study._runner import StudyRunner
 
-__all__ = ["FunctionPool", "has_fidelity", "run_fidelity"]
+__all__ = ["FunctionPool", "StateFiles", "has_fidelity", "run_fidelity"]
+
+log = logging.getLogger("shoal")
 
 
 def has_fidelity(objective: Callable[..., Any]) -> bool:
@@ -101,28 +112,104 @@ class FunctionPool:
         self.members.clear()
 
 
+class StateFiles:
+    """Each running trial's last state, saved after every epoch beside the study's storage.
+
+    ``save`` writes ``{"epoch", "state", "curve"}`` to a temporary file, then ``os.replace``: a kill
+    leaves the previous epoch's file whole. ``take`` hands a retry (a trial with ``retry_of``) the
+    file of the trial it repeats, renamed to the retry's own. A state that cannot be pickled turns
+    saving off for the study, with one warning.
+    """
+
+    def __init__(self, storage: Any, study: str) -> None:
+        from shoal.study._pbt import checkpoint_path
+
+        pbt = checkpoint_path(storage, study)  # the folder and file-name stem PBT's checkpoint uses
+        self.folder, self.stem = pbt.parent, pbt.name.removesuffix(".pbt.pt")
+        self.enabled = True
+
+    def path(self, number: int) -> Path:
+        return self.folder / f"{self.stem}.trial-{int(number)}.state.pt"
+
+    def save(self, number: int, epoch: int, state: Any, curve: list[float]) -> None:
+        if not self.enabled or state is None:
+            return
+        import torch
+
+        final = self.path(number)
+        tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            torch.save({"epoch": int(epoch), "state": state, "curve": list(curve)}, tmp)
+            os.replace(tmp, final)
+        except Exception as exc:  # an unpicklable state: the study goes on, without resume
+            tmp.unlink(missing_ok=True)
+            self.enabled = False
+            log.warning("the objective's state cannot be saved (%s: %s): an interrupted trial will start again "
+                        "from epoch 0", type(exc).__name__, str(exc).split("\n")[0][:200])
+
+    def take(self, number: int, retry_of: int | None) -> dict[str, Any] | None:
+        """The saved epoch, state and curve of the trial ``number`` repeats (None: start anew)."""
+        if retry_of is None:
+            return None
+        old = self.path(retry_of)
+        if not old.is_file():
+            return None
+        import torch
+
+        try:
+            saved = torch.load(old, map_location="cpu", weights_only=False)  # our own file
+        except Exception as exc:
+            log.warning("trial %d starts from epoch 0: the state of trial %d cannot be read (%s)", number,
+                        retry_of, exc)
+            return None
+        os.replace(old, self.path(number))  # the retry owns it now (a kill before its first epoch keeps it)
+        return saved
+
+    def drop(self, number: int) -> None:
+        self.path(number).unlink(missing_ok=True)
+
+
 def run_fidelity(runner: StudyRunner, objective: Callable[..., Any], exp: Experiment) -> None:
-    """Each trial one epoch at a time, reported after each; the study's pruner may stop it."""
+    """Each trial one epoch at a time, reported after each; the study's pruner may stop it.
+
+    The state after each epoch is saved (``StateFiles``); a retry of an interrupted trial goes on
+    from its last saved epoch. A Ctrl-C stops after the running epoch (and its save).
+    """
     import optuna
 
+    files = StateFiles(exp.storage, runner.study.study_name)
     while (job := runner.ask()) is not None:
         state, curve = None, []
+        saved = files.take(job.number, job.trial.user_attrs.get("retry_of"))
+        if saved is not None:
+            state, curve = saved["state"], list(saved["curve"])[: int(saved["epoch"])]
+            for epoch, value in enumerate(curve, 1):  # the retry's curve starts with the epochs done
+                runner.report(job, epoch, value, ask_pruner=False)
+            job.trial.set_user_attr("resumed_from_epoch", len(curve))
+            log.info("trial %d goes on from epoch %d of trial %d", job.number, len(curve),
+                     job.trial.user_attrs["retry_of"])
         try:
-            for epoch in range(1, exp.epochs + 1):
+            for epoch in range(len(curve) + 1, exp.epochs + 1):
                 value, state = _call(objective, job.config, 1, state)
                 if not math.isfinite(value):
                     raise ValueError(f"the objective returned {value} at epoch {epoch}")
                 curve.append(value)
+                files.save(job.number, epoch, state, curve)
                 if runner.report(job, epoch, value):
                     raise optuna.TrialPruned()
+                runner.check_stop()  # a Ctrl-C stops here, with this epoch saved
         except optuna.TrialPruned:
+            files.drop(job.number)
             runner.prune(job, {"curves": {"value": curve}, "epochs_run": len(curve)})
             continue
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # the saved state stays for the retry
             runner.interrupt(job)
             raise
         except Exception as exc:  # a failing trial is recorded and the study goes on
+            files.drop(job.number)
             runner.fail(job, f"{type(exc).__name__}: {exc}", {"traceback": traceback.format_exc()[-4000:],
                                                               "curves": {"value": curve}})
             continue
+        files.drop(job.number)
         runner.complete(job, curve[-1], {"curves": {"value": curve}, "epochs_run": len(curve)})
