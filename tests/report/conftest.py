@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import pytest
 
@@ -62,4 +63,79 @@ def known_db(tmp_path_factory):
     # Reports only read the study, so one file serves every test.
     path = tmp_path_factory.mktemp("report") / "known.db"
     build_known_study(path)
+    return path
+
+
+# Multi-objective: number -> (state, (val_acc, train_seconds), config, params count). The limit is
+# params <= 100,000 (constraint value params - 100,000). Trial 5 broke it before training: it holds the
+# worst values (-inf, +inf). Trial 7 ties trial 0 (neither dominates the other: both are on the front).
+LIMIT = 100_000
+MULTI = {
+    0: ("COMPLETE", (0.80, 2.0), {"optimizer": "adam", "lr": 0.01, "width": 64}, 50_000),
+    1: ("COMPLETE", (0.90, 5.0), {"optimizer": "adam", "lr": 0.003, "width": 128}, 90_000),
+    2: ("COMPLETE", (0.85, 3.0), {"optimizer": "sgd", "lr": 0.1, "width": 64}, 50_000),
+    3: ("COMPLETE", (0.70, 1.0), {"optimizer": "sgd", "lr": 0.03, "width": 64}, 20_000),
+    4: ("COMPLETE", (0.95, 9.0), {"optimizer": "adam", "lr": 0.002, "width": 256}, 150_000),  # trained, infeasible
+    5: ("COMPLETE", (-math.inf, math.inf), {"optimizer": "adam", "lr": 0.001, "width": 512}, 400_000),
+    6: ("COMPLETE", (0.88, 6.0), {"optimizer": "sgd", "lr": 0.05, "width": 128}, 90_000),  # dominated by 1
+    7: ("COMPLETE", (0.80, 2.0), {"optimizer": "sgd", "lr": 0.02, "width": 64}, 50_000),
+    8: ("PRUNED", None, {"optimizer": "adam", "lr": 0.3, "width": 64}, 50_000),
+    9: ("FAIL", None, {"optimizer": "sgd", "lr": 0.9, "width": 128}, 90_000),
+    10: ("COMPLETE", (0.60, 4.0), {"optimizer": "sgd", "lr": 0.0005, "width": 128}, 90_000),  # dominated
+    11: ("COMPLETE", (0.92, 8.0), {"optimizer": "adam", "lr": 0.005, "width": 128}, 90_000),
+}
+MULTI_FRONT = [11, 1, 2, 0, 7, 3]  # best val_acc first; ties in trial order
+
+
+def build_multi_study(path, name: str = "multi", objectives=("val_acc", "train_seconds"),
+                      directions=("maximize", "minimize")) -> str:
+    """The study ``shoal tune --metric val_acc,train_seconds --max-params 100000`` records, made with
+    Optuna's ask and tell (a third objective, when asked, is the parameter count, minimized)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{path}" if not str(path).endswith(".log") else str(path)
+    storage = url if url.startswith("sqlite") else optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(url))
+    # Asked and told in memory, then stored with one write per trial (SQLite's commits, one per
+    # attribute, would take seconds).
+    study = optuna.create_study(directions=list(directions))
+    settings = {"metric": objectives[0], "objectives": list(objectives), "constraints": [f"params<={LIMIT}"],
+                "data": "hand-made", "preset": "mlp"}
+    for number, (state, values, config, params) in MULTI.items():
+        study.enqueue_trial(config)
+        trial = study.ask()
+        trial.suggest_categorical("optimizer", ["sgd", "adam"])
+        trial.suggest_float("lr", 1e-4, 1.0, log=True)
+        trial.suggest_int("width", 64, 512, log=True)
+        trial.set_user_attr("config", config)
+        trial.set_constraint("params", float(params - LIMIT))
+        trial.set_user_attr("feasible", params <= LIMIT)
+        if params > LIMIT:
+            trial.set_user_attr("violations", {"params": float(params - LIMIT)})
+        if state == "COMPLETE":
+            if math.isinf(values[0]):
+                trial.set_user_attr("infeasible_before_training", f"params {params} > {LIMIT}")
+            else:
+                acc, secs = values
+                trial.set_user_attr("measures", {"val_acc": acc, "train_seconds": secs, "params": float(params)})
+                trial.set_user_attr("curves", {"val_acc": [acc - 0.1, acc], "val_loss": [1.0, 1 - acc],
+                                               "train_loss": [0.9, 0.9 - acc]})
+                trial.set_user_attr("seconds", secs)
+                trial.set_user_attr("epochs_run", 2)
+            full = {"val_acc": values[0], "train_seconds": values[1], "params": float(params)}
+            study.tell(trial, [full[o] if not math.isinf(values[0]) else (
+                -math.inf if d == "maximize" else math.inf) for o, d in zip(objectives, directions)])
+        else:
+            study.tell(trial, state=optuna.trial.TrialState[state])
+    stored = optuna.create_study(storage=storage, study_name=name, directions=list(directions))
+    stored.set_user_attr("shoal", settings)
+    stored.add_trials(study.trials)
+    return url
+
+
+@pytest.fixture(scope="session")
+def multi_db(tmp_path_factory):
+    path = tmp_path_factory.mktemp("report") / "multi.db"
+    build_multi_study(path)
     return path

@@ -17,8 +17,10 @@ __all__ = [
     "GapRules",
     "History",
     "Importance",
+    "InfeasibleRow",
     "LineageData",
     "ParamData",
+    "ParetoData",
     "ReportData",
     "StageRow",
     "Timing",
@@ -30,6 +32,9 @@ class TrialInfo:
     """What the report needs of one trial, read once from the storage.
 
     ``start`` and ``end`` are seconds since the study's first trial started (None when unknown).
+    ``value`` is the first objective (None unless complete and finite); ``values`` holds every
+    objective of a complete trial, None where not finite (a trial found infeasible before training
+    records the worst value, +-inf). ``feasible`` is None when the trial recorded no constraint.
     """
 
     number: int
@@ -47,18 +52,25 @@ class TrialInfo:
     params: dict[str, Any] = field(default_factory=dict)  # Optuna's sampled params (for importance)
     distributions: dict[str, Any] = field(default_factory=dict)
     user_attrs: dict[str, Any] = field(default_factory=dict)  # everything the trial recorded
+    values: list[float | None] = field(default_factory=list)
+    constraints: dict[str, float] | None = None  # Optuna's constraint values: feasible when every one <= 0
+    feasible: bool | None = None
 
 
 @dataclass
 class History:
-    """Objective value per complete trial (in trial-number order) and the best so far."""
+    """Objective value per complete trial (in trial-number order) and the best so far.
+
+    With constraints, the best so far counts feasible trials only (None until the first one).
+    """
 
     numbers: list[int]
     values: list[float]
-    best: list[float]
+    best: list[float | None]
     stages: list[Any]
-    other_numbers: list[int]  # pruned and failed trials, drawn as marks on the axis
-    other_states: list[str]
+    other_numbers: list[int]  # pruned, failed and infeasible-before-training trials: marks on the axis
+    other_states: list[str]  # "pruned", "fail" or "infeasible"
+    feasible: list[bool] = field(default_factory=list)  # per complete trial (all True without constraints)
 
 
 @dataclass
@@ -132,6 +144,7 @@ class BestRow:
     seconds: float | None
     epochs_run: int | None
     config: dict[str, Any]
+    values: list[float | None] = field(default_factory=list)  # every objective (multi-objective studies)
 
 
 @dataclass
@@ -194,8 +207,46 @@ class Timing:
 
 
 @dataclass
+class ParetoData:
+    """A multi-objective study in objective space, and its Pareto front.
+
+    The front is what Optuna's ``study.best_trials`` returns: the feasible complete trials that no
+    other feasible trial dominates (at least as good in every objective, better in one).
+    """
+
+    objectives: list[str]
+    directions: list[str]  # "maximize" or "minimize", per objective
+    numbers: list[int]  # complete trials whose every objective is finite
+    values: list[list[float]]  # values[i][k]: objective k of trial numbers[i]
+    feasible: list[bool]
+    front: list[int]  # trial numbers on the front, best first objective first
+    configs: dict[int, dict[str, Any]]  # the configuration of every trial in ``numbers``
+    dropped: int = 0  # complete trials left out: an objective is not finite (infeasible before training)
+
+    def front_values(self) -> dict[int, list[float]]:
+        at = {n: i for i, n in enumerate(self.numbers)}
+        return {n: self.values[at[n]] for n in self.front}
+
+
+@dataclass
+class InfeasibleRow:
+    """A complete trial that broke a constraint: its values (None where not finite), each constraint
+    value above 0 and, when the limit was known before training, the reason it never trained."""
+
+    number: int
+    values: list[float | None]
+    violations: dict[str, float]
+    reason: str = ""
+
+
+@dataclass
 class ReportData:
-    """Everything one report shows, computed from a stored study."""
+    """Everything one report shows, computed from a stored study.
+
+    For a multi-objective study ``direction`` and ``metric`` are the first objective's (the sections
+    that need one value use it) and ``pareto`` holds the front; ``objectives`` and ``directions``
+    name every objective in order.
+    """
 
     study_name: str
     direction: str
@@ -215,6 +266,17 @@ class ReportData:
     stages: list[StageRow] = field(default_factory=list)
     lineage: LineageData | None = None
     timing: Timing | None = None
+    objectives: list[str] = field(default_factory=list)
+    directions: list[str] = field(default_factory=list)
+    pareto: ParetoData | None = None
+    objective_importance: dict[str, Importance] = field(default_factory=dict)  # per objective (multi-objective)
+    constraints: list[str] = field(default_factory=list)  # the limits as the user set them, e.g. "params<=100000"
+    constrained: bool = False  # some trial recorded a constraint
+    infeasible: list[InfeasibleRow] = field(default_factory=list)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.directions) > 1
 
 
 # Parameters listed first, when present (the same order as the summary tables).

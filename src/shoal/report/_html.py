@@ -17,7 +17,7 @@ from shoal._errors import MissingDependencyError
 if TYPE_CHECKING:
     from shoal.report._data import ReportData
 
-__all__ = ["fmt", "page", "render_html", "write_html", "write_report"]
+__all__ = ["fmt", "front_table_rows", "page", "render_html", "write_html", "write_report"]
 
 SECTIONS = (
     ("history", "Optimization history"),
@@ -38,6 +38,12 @@ VIRIDIS = ("#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#3
            "#fde725")
 STATE_COLORS = {"complete": "#636efa", "pruned": "#FFA15A", "fail": "#EF553B", "running": "#aaaaaa",
                 "waiting": "#dddddd"}
+INFEASIBLE = "#b0b0b0"  # trials that broke a constraint, in every figure
+FRONT = "#EF553B"  # the Pareto front
+# Shown only when they apply: the front of a multi-objective study (first), the constraints of a
+# constrained one (after the best configurations).
+PARETO_SECTION = ("pareto", "Pareto front")
+CONSTRAINTS_SECTION = ("constraints", "Constraints: infeasible trials")
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 0 auto; max-width: 1200px;
        padding: 1em 2em; color: #222; }
@@ -86,26 +92,31 @@ def _history_fig(d: ReportData) -> dict | None:
     if not h.numbers and not h.other_numbers:
         return None
     traces: list[dict] = []
-    stages = [s for s in dict.fromkeys(repr(s) for s in h.stages if s is not None)]
+    ok = [k for k in range(len(h.numbers)) if not h.feasible or h.feasible[k]]
+    stages = [s for s in dict.fromkeys(repr(h.stages[k]) for k in ok if h.stages[k] is not None)]
     if stages:
         for i, st in enumerate(stages):
-            idx = [k for k, s in enumerate(h.stages) if repr(s) == st]
+            idx = [k for k in ok if repr(h.stages[k]) == st]
             traces.append({"type": "scattergl", "mode": "markers", "name": f"stage {st.strip(chr(39))}",
                            "x": [h.numbers[k] for k in idx], "y": [h.values[k] for k in idx],
                            "marker": {"size": 5, "color": PALETTE[i % len(PALETTE)]}})
-    else:
-        traces.append({"type": "scattergl", "mode": "markers", "name": "trial value", "x": h.numbers,
-                       "y": h.values, "marker": {"size": 5, "color": STATE_COLORS["complete"]}})
-    traces.append({"type": "scatter", "mode": "lines", "name": "best so far", "x": h.numbers, "y": h.best,
-                   "line": {"shape": "hv", "color": "#222"}})
+    elif ok:
+        traces.append({"type": "scattergl", "mode": "markers", "name": "trial value", "x": [h.numbers[k] for k in ok],
+                       "y": [h.values[k] for k in ok], "marker": {"size": 5, "color": STATE_COLORS["complete"]}})
+    bad = [k for k, ok in enumerate(h.feasible) if not ok]
+    if bad:  # drawn over the others, in grey: they count for nothing in the best so far
+        traces.append({"type": "scattergl", "mode": "markers", "name": "infeasible", "x": [h.numbers[k] for k in bad],
+                       "y": [h.values[k] for k in bad], "marker": {"size": 6, "color": INFEASIBLE, "symbol": "x"}})
+    traces.append({"type": "scatter", "mode": "lines", "name": "best feasible so far" if bad else "best so far",
+                   "x": h.numbers, "y": h.best, "line": {"shape": "hv", "color": "#222"}})
     if h.other_numbers:
         floor = min(h.values) if h.values else 0.0
-        for state in ("pruned", "fail"):
+        colors = {**STATE_COLORS, "infeasible": INFEASIBLE}
+        for state, label in (("pruned", "pruned"), ("fail", "fail"), ("infeasible", "infeasible before training")):
             xs = [n for n, s in zip(h.other_numbers, h.other_states) if s == state]
             if xs:
-                traces.append({"type": "scattergl", "mode": "markers", "name": f"{state} (no value)", "x": xs,
-                               "y": [floor] * len(xs), "marker": {"symbol": "x", "size": 6,
-                                                                   "color": STATE_COLORS[state]}})
+                traces.append({"type": "scattergl", "mode": "markers", "name": f"{label} (no value)", "x": xs,
+                               "y": [floor] * len(xs), "marker": {"symbol": "x", "size": 6, "color": colors[state]}})
     return {"data": traces, "layout": _layout(xaxis={"title": {"text": "trial"}},
                                               yaxis={"title": {"text": d.metric}})}
 
@@ -240,7 +251,91 @@ def _contour_fig(d: ReportData) -> dict | None:
                                             yaxis=axis(c.y, c.y_log, c.y_ticks, c.grid_y), showlegend=False)}
 
 
+def _hover(d: ReportData, number: int, values: list[float], html_text: bool) -> str:
+    """A point's hover text: trial, every objective, the key parameters (escaped for plotly's
+    pseudo-HTML, one per line; or plain, on one line, for a caller that escapes the figure itself)."""
+    from shoal.report._data import KEY_PARAMS
+
+    config = d.pareto.configs.get(number, {}) if d.pareto else {}
+    names = sorted(config, key=lambda n: KEY_PARAMS.index(n) if n in KEY_PARAMS else len(KEY_PARAMS))[:8]
+    parts = [f"trial {number}"] + [f"{o} {fmt(v)}" for o, v in zip(d.objectives, values)]
+    parts += [f"{n}={fmt(config[n])}" for n in names]
+    return "<br>".join(html.escape(x, quote=False) for x in parts) if html_text else "; ".join(parts)
+
+
+def _objective_axis(name: str, values: list[float]) -> dict:
+    axis = {"title": {"text": name}}
+    if values and min(values) > 0 and max(values) / min(values) >= 100:  # seconds or sizes over decades
+        axis["type"] = "log"
+    return axis
+
+
+def _pareto_fig(d: ReportData, html_text: bool = True) -> dict | None:
+    """The first objective (y) against the second (x): feasible trials, infeasible ones in grey, and
+    the front as a step line (the best first objective reachable at each value of the second)."""
+    p = d.pareto
+    if p is None or not p.numbers:
+        return None
+    on_front = set(p.front)
+    at = {n: i for i, n in enumerate(p.numbers)}
+
+    def points(numbers: list[int], name: str, marker: dict, mode: str = "markers", **extra: Any) -> dict:
+        return {"type": "scatter", "mode": mode, "name": name, "x": [p.values[at[n]][1] for n in numbers],
+                "y": [p.values[at[n]][0] for n in numbers], "marker": marker,
+                "text": [_hover(d, n, p.values[at[n]], html_text) for n in numbers],
+                "hovertemplate": "%{text}<extra></extra>", **extra}
+
+    traces = []
+    rest = [n for n, ok in zip(p.numbers, p.feasible) if ok and n not in on_front]
+    bad = [n for n, ok in zip(p.numbers, p.feasible) if not ok]
+    if rest:
+        traces.append(points(rest, "other feasible trials", {"size": 7, "color": PALETTE[0], "opacity": 0.6}))
+    if bad:
+        traces.append(points(bad, "infeasible", {"size": 7, "color": INFEASIBLE, "symbol": "x"}))
+    if p.front:
+        front = sorted(p.front, key=lambda n: (p.values[at[n]][1], n))
+        # x minimized: each front point holds until the next, cheaper-to-better step ("hv"); maximized: "vh".
+        shape = "hv" if p.directions[1] == "minimize" else "vh"
+        traces.append(points(front, f"Pareto front ({len(front)})", {"size": 10, "color": FRONT},
+                             mode="lines+markers", line={"shape": shape, "color": FRONT, "width": 2}))
+    xs = [v[1] for v in p.values]
+    ys = [v[0] for v in p.values]
+    return {"data": traces, "layout": _layout(
+        height=480, xaxis=_objective_axis(f"{p.objectives[1]} ({p.directions[1]})", xs),
+        yaxis=_objective_axis(f"{p.objectives[0]} ({p.directions[0]})", ys), hovermode="closest")}
+
+
+def _pareto_matrix_fig(d: ReportData, html_text: bool = True) -> dict | None:
+    """Three or more objectives: every pair as a scatter matrix, the front in red, infeasible in grey."""
+    p = d.pareto
+    if p is None or len(p.objectives) < 3 or not p.numbers:
+        return None
+    on_front = set(p.front)
+    groups = (("other feasible trials", [i for i, n in enumerate(p.numbers) if p.feasible[i] and n not in on_front],
+               {"size": 5, "color": PALETTE[0], "opacity": 0.6}),
+              ("infeasible", [i for i, ok in enumerate(p.feasible) if not ok], {"size": 5, "color": INFEASIBLE}),
+              ("Pareto front", [i for i, n in enumerate(p.numbers) if n in on_front], {"size": 8, "color": FRONT}))
+    traces = []
+    for name, idx, marker in groups:
+        if idx:
+            traces.append({"type": "splom", "name": name, "marker": marker, "showupperhalf": False,
+                           "diagonal": {"visible": False},
+                           "dimensions": [{"label": o, "values": [p.values[i][k] for i in idx]}
+                                          for k, o in enumerate(p.objectives)],
+                           "text": [_hover(d, p.numbers[i], p.values[i], html_text) for i in idx],
+                           "hovertemplate": "%{text}<extra></extra>"})
+    size = 220 * len(p.objectives)
+    return {"data": traces, "layout": _layout(height=max(480, size), dragmode="select", hovermode="closest")}
+
+
 def _importance_fig(d: ReportData) -> dict | None:
+    per = {o: imp for o, imp in d.objective_importance.items() if imp.values}
+    if len(per) > 1:  # one bar per objective and parameter, parameters in the first objective's order
+        order = list(dict.fromkeys([k for imp in per.values() for k in imp.values]))[::-1]
+        traces = [{"type": "bar", "orientation": "h", "name": o, "x": [imp.values.get(k, 0.0) for k in order],
+                   "y": order, "marker": {"color": PALETTE[i % len(PALETTE)]}} for i, (o, imp) in enumerate(per.items())]
+        return {"data": traces, "layout": _layout(height=max(250, 22 * len(order) * len(per) + 80), barmode="group",
+                                                  xaxis={"title": {"text": "importance"}})}
     if not d.importance.values:
         return None
     items = list(d.importance.values.items())[::-1]
@@ -321,10 +416,55 @@ def best_table_rows(d: ReportData) -> tuple[list[str], list[list[str]]]:
     from shoal.report._data import KEY_PARAMS
 
     names.sort(key=lambda n: KEY_PARAMS.index(n) if n in KEY_PARAMS else len(KEY_PARAMS))
-    header = ["#", d.metric, "val_acc", "seconds", "epochs", *names]
-    rows = [[str(b.number), fmt(b.value), fmt(b.val_acc), fmt(b.seconds), fmt(b.epochs_run),
+    # Every objective of a multi-objective study; val_acc as well unless it is one of them.
+    objectives = d.objectives if d.multi else [d.metric]
+    acc = [] if "val_acc" in objectives else ["val_acc"]
+    header = ["#", *objectives, *acc, "seconds", "epochs", *names]
+    rows = [[str(b.number), *([fmt(v) for v in b.values] if d.multi else [fmt(b.value)]),
+             *([fmt(b.val_acc)] if acc else []), fmt(b.seconds), fmt(b.epochs_run),
              *[fmt(b.config.get(n)) for n in names]] for b in d.best]
     return header, rows
+
+
+def front_table_rows(d: ReportData) -> tuple[list[str], list[list[str]]]:
+    """The Pareto front as a table: trial, every objective, then the parameters (key ones first)."""
+    from shoal.report._data import KEY_PARAMS
+
+    p = d.pareto
+    if p is None:
+        return [], []
+    values = p.front_values()
+    names: list[str] = []
+    for n in p.front:
+        names += [k for k in p.configs.get(n, {}) if k not in names]
+    names.sort(key=lambda n: KEY_PARAMS.index(n) if n in KEY_PARAMS else len(KEY_PARAMS))
+    header = ["#", *p.objectives, *names]
+    rows = [[str(n), *[fmt(v) for v in values[n]], *[fmt(p.configs[n].get(k)) for k in names]] for n in p.front]
+    return header, rows
+
+
+def infeasible_table_rows(d: ReportData) -> tuple[list[str], list[list[str]]]:
+    header = ["#", *d.objectives, "broken limits (value above 0 breaks)", "never trained because"]
+    rows = [[str(r.number), *[fmt(v) if v is not None else "not finite" for v in r.values]
+             + ["-"] * (len(d.objectives) - len(r.values)),
+             ", ".join(f"{k} {fmt(v)}" for k, v in r.violations.items()) or "-", r.reason or "-"] for r in d.infeasible]
+    return header, rows
+
+
+def constraints_summary(d: ReportData) -> str:
+    complete = d.states.get("complete", 0)
+    before = sum(1 for r in d.infeasible if r.reason)
+    limits = f" (limits: {', '.join(d.constraints)})" if d.constraints else ""
+    text = (f"{len(d.infeasible)} of {complete} complete trials broke a limit{limits}; "
+            f"{before} of them {'was' if before == 1 else 'were'} stopped before training.")
+    return text + " Best configurations, the best so far and the Pareto front count feasible trials only."
+
+
+def objectives_text(d: ReportData) -> str:
+    """"val_acc, maximized" or "val_acc (maximize), train_seconds (minimize)"."""
+    if not d.multi:
+        return f"{d.metric}, {d.direction}d"
+    return ", ".join(f"{o} ({w})" for o, w in zip(d.objectives, d.directions))
 
 
 def gap_summary(d: ReportData) -> str:
@@ -398,8 +538,36 @@ def render_html(d: ReportData) -> str:
 
     n_complete = len(d.history.numbers)
     states = ", ".join(f"{n} {s}" for s, n in sorted(d.states.items()))
+    # Sections that need one value use the first objective of a multi-objective study, and say so.
+    first = f" This study has {len(d.objectives)} objectives: this section shows the first, {d.metric}." if d.multi else ""
+    if d.multi:
+        p = d.pareto
+        inner = _note(f"Each complete trial by {p.objectives[0]} and {p.objectives[1]}; the Pareto front ("
+                      f"{len(p.front)} trials: feasible, and no other feasible trial is as good in every objective and "
+                      "better in one) is joined as a step line" + (", infeasible trials are grey" if not all(p.feasible)
+                                                                     else "") + ". Hover a point for its parameters."
+                      + (f" Complete trials with no finite value (stopped before training), not drawn: {p.dropped}."
+                         if p.dropped else ""))
+        fig = _pareto_fig(d)
+        if fig is not None:
+            figs["pareto"] = fig
+            inner += "{{fig:pareto}}"
+            matrix = _pareto_matrix_fig(d)
+            if matrix is not None:
+                figs["pareto_matrix"] = matrix
+                inner += _note("Every pair of objectives (scatter matrix).") + "{{fig:pareto_matrix}}"
+            header, rows = front_table_rows(d)
+            inner += _note(f"The front, best {p.objectives[0]} first.") + _table(header, rows)
+        else:
+            inner += _empty("No complete trial with finite values yet.")
+        body["pareto"] = inner
+    if d.constrained or d.constraints:
+        header, rows = infeasible_table_rows(d)
+        body["constraints"] = _note(constraints_summary(d)) + (_table(header, rows) if rows else "")
     put("history", _history_fig(d), f"{d.metric} of each complete trial ({d.direction}) and the best so far; "
-        "pruned and failed trials are marked on the lowest value.", "No trial has finished yet.")
+        "pruned and failed trials are marked on the lowest value." + (
+            " Infeasible trials are grey crosses." if not all(d.history.feasible) else "") + first,
+        "No trial has finished yet.")
     failed = [t for t in d.trials if t.state == "fail"]
     if failed and "history" in figs:
         body["history"] += _note(f"{len(failed)} failed trials; the last reasons:") + _table(
@@ -409,18 +577,23 @@ def render_html(d: ReportData) -> str:
     put("curves", _curves_fig(d), f"{cs.metric} per epoch for {len(cs.curves)} of {cs.total} trials{color}. "
         + cs.note, "No trial recorded learning curves (user objectives record none unless they return them).")
     fig, note = _parallel_fig(d)
-    put("parallel", fig, note, "Parallel coordinates need at least 2 complete trials and a varying parameter.")
-    put("slice", _slice_fig(d), f"{d.metric} against each parameter that varied (complete trials).",
+    put("parallel", fig, note + first, "Parallel coordinates need at least 2 complete trials and a varying parameter.")
+    put("slice", _slice_fig(d), f"{d.metric} against each parameter that varied (complete trials).{first}",
         "No parameter varied among the complete trials.")
     how = ("Linear interpolation of {m} between the trials (white dots); blank outside them." if d.contour is None
            or d.contour.method == "linear" else "Mean {m} of the trials (white dots) in each cell; blank: no trial.")
-    put("contour", _contour_fig(d), how.format(m=d.metric), f"No contour: {d.contour_reason}.")
+    put("contour", _contour_fig(d), how.format(m=d.metric) + first, f"No contour: {d.contour_reason}.")
     imp = d.importance
+    per = [o for o, i in d.objective_importance.items() if i.values]
     put("importance", _importance_fig(d), f"Optuna's {imp.evaluator} importance over the sampled parameters "
-        "that varied in every complete trial.", f"No importance: {imp.reason}.")
+        "that varied in every complete trial" + (f", for each objective ({', '.join(per)})." if len(per) > 1 else "."),
+        f"No importance: {imp.reason}.")
     if d.best:
         header, rows = best_table_rows(d)
-        body["best"] = _note(f"The {len(d.best)} best of {n_complete} complete trials.") + _table(header, rows)
+        feasible = " feasible" if d.constrained else ""
+        body["best"] = _note(f"The {len(d.best)} best{feasible} of {n_complete} complete trials by {d.metric}."
+                             + (" See the Pareto front for the trade-offs between objectives." if d.multi else "")
+                             ) + _table(header, rows)
     else:
         body["best"] = _empty("No complete trial yet.")
     if d.gaps:
@@ -453,9 +626,14 @@ def render_html(d: ReportData) -> str:
             _note("Each line is one trial, from its start to its end.") + "{{fig:timing}}"
     else:
         body["timing"] = _empty("No finished trial has start and end times.")
-    sections = [(sid, head, body[sid]) for sid, head in SECTIONS]
+    order = [PARETO_SECTION] if "pareto" in body else []
+    for sid, head in SECTIONS:
+        order.append((sid, head))
+        if sid == "best" and "constraints" in body:
+            order.append(CONSTRAINTS_SECTION)
+    sections = [(sid, head, body[sid]) for sid, head in order]
     return page(f"shoal report: {d.study_name}", f"{sum(d.states.values())} trials ({states}); "
-                f"{d.metric}, {d.direction}d.", sections, figs)
+                f"{objectives_text(d)}.", sections, figs)
 
 
 def write_html(d: ReportData, path: str | Path) -> Path:

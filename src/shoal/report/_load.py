@@ -12,9 +12,11 @@ from shoal.report._sections import (
     curve_set,
     gap_rows,
     history,
+    infeasible_rows,
     lineage_data,
     param_data,
     param_importance,
+    pareto_data,
     stage_rows,
     timing,
 )
@@ -22,7 +24,7 @@ from shoal.report._sections import (
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["build_report", "load_report", "open_stored_study", "read_trials"]
+__all__ = ["build_report", "load_report", "objective_names", "open_stored_study", "read_trials"]
 
 
 # ---------------------------------------------------------------------------------------------- load
@@ -87,7 +89,7 @@ def _parent(attrs: dict[str, Any]) -> int | None:
 def read_trials(study: optuna.Study, url: str | None = None) -> list[TrialInfo]:
     """Every trial of the study as ``TrialInfo``, read in one pass (plain SQL when ``url`` is an
     SQL storage, else Optuna's ``get_trials``)."""
-    from shoal.report._sql import RawTrial, read_sql_trials
+    from shoal.report._sql import RawTrial, constraints_from, read_sql_trials
 
     raw = read_sql_trials(url, study.study_name) if url else None
     if raw is None:
@@ -95,8 +97,9 @@ def read_trials(study: optuna.Study, url: str | None = None) -> list[TrialInfo]:
         for t in study.get_trials(deepcopy=False):
             r = RawTrial(t.number, t.state.name.lower())
             r.start, r.end = t.datetime_start, t.datetime_complete
-            r.value = t.values[0] if t.values is not None and len(t.values) == 1 else None
+            r.values = list(t.values) if t.values is not None else None
             r.params, r.distributions, r.user_attrs = t.params, t.distributions, t.user_attrs
+            r.constraints = constraints_from(t.system_attrs)
             raw.append(r)
     starts = [r.start for r in raw if r.start is not None]
     t0 = min(starts) if starts else None
@@ -106,17 +109,30 @@ def read_trials(study: optuna.Study, url: str | None = None) -> list[TrialInfo]:
         config = a.get("config")
         curves = a.get("curves")
         epochs = a.get("epochs_run")
+        values = [_float(v) for v in r.values or []] if r.state == "complete" else []
         out.append(TrialInfo(
-            number=r.number, state=r.state, value=_float(r.value) if r.state == "complete" else None,
+            number=r.number, state=r.state, value=values[0] if values else None,
             config=config if isinstance(config, dict) else dict(r.params),
             curves=curves if isinstance(curves, dict) else {}, seconds=_float(a.get("seconds")),
             start=(r.start - t0).total_seconds() if t0 is not None and r.start else None,
             end=(r.end - t0).total_seconds() if t0 is not None and r.end else None,
             epochs_run=epochs if isinstance(epochs, int) else None, stage=a.get("stage"), parent=_parent(a),
             fail_reason=str(a["fail_reason"]) if a.get("fail_reason") is not None else None,
-            params=r.params, distributions=r.distributions, user_attrs=a,
+            params=r.params, distributions=r.distributions, user_attrs=a, values=values,
+            constraints=r.constraints, feasible=_feasible(r.constraints, a),
         ))
     return out
+
+
+def _feasible(constraints: dict[str, float] | None, attrs: dict[str, Any]) -> bool | None:
+    """Optuna's rule (feasible when every constraint value is <= 0; NaN is not), else the trial's own
+    ``feasible`` record; a trial stopped before training for breaking a limit is never feasible."""
+    if attrs.get("infeasible_before_training"):
+        return False
+    if constraints:
+        return all(v <= 0.0 for v in constraints.values())
+    f = attrs.get("feasible")
+    return f if isinstance(f, bool) else None
 
 
 # --------------------------------------------------------------------------------------------- build
@@ -125,11 +141,13 @@ def build_report(study: optuna.Study, *, color_by: str | None = None, max_curves
     """Compute every section of a report from a study.
 
     Args:
-        study: an Optuna study (single objective).
+        study: an Optuna study, single- or multi-objective. Sections that need one value (history,
+            curves, slice, contour, best configurations) use the first objective; a multi-objective
+            study also gets its Pareto front and an importance per objective.
         color_by: the hyperparameter colouring the learning curves (default: the most important
             one, else ``lr``).
         max_curves: at most this many learning curves are drawn (the best trials, then evenly spread).
-        top: how many best configurations to list.
+        top: how many best configurations to list (feasible trials only, when there are constraints).
         importance: compute parameter importance (fANOVA up to 200 complete trials, PED-ANOVA above).
         rules: thresholds for the over- and underfitting flags.
         url: the study's SQL storage URL, when known: its trials are then read with plain SQL.
@@ -137,33 +155,54 @@ def build_report(study: optuna.Study, *, color_by: str | None = None, max_curves
     Returns:
         The report's data.
     """
-    if len(study.directions) != 1:
-        raise ConfigError(f"The study {study.study_name!r} has {len(study.directions)} objectives; "
-                          "reports cover single-objective studies.")
     settings = dict(study.user_attrs.get("shoal", {}) or {})
-    direction = study.direction.name.lower()
-    metric = str(settings.get("metric", "value"))
+    directions = [d.name.lower() for d in study.directions]
+    objectives = objective_names(settings, len(directions))
+    direction, metric = directions[0], objectives[0]
     trials = read_trials(study, url)
     states: dict[str, int] = {}
     for t in trials:
         states[t.state] = states.get(t.state, 0) + 1
     complete = [t for t in trials if t.value is not None]
     maximize = direction == "maximize"
-    ranked = sorted(complete, key=lambda t: -t.value if maximize else t.value)
+    # The best configurations are feasible ones: a trial that broke a limit is no answer.
+    ranked = sorted((t for t in complete if t.feasible is not False), key=lambda t: -t.value if maximize else t.value)
     params = param_data(complete)
     imp = param_importance(complete, direction) if importance else Importance("", {}, "importance was not computed")
+    per_objective: dict[str, Importance] = {}
+    if len(directions) > 1:
+        per_objective[objectives[0]] = imp
+        for k in range(1, len(directions)):
+            per_objective[objectives[k]] = (param_importance(complete, directions[k], objective=k) if importance
+                                            else Importance("", {}, "importance was not computed"))
     if color_by is None:
         # The most important parameter that configs hold (not an on/off switch such as weight_decay_on).
         color_by = next((p for p in imp.values if p in params.values), None) or (
             "lr" if "lr" in params.values or "lr" in params.constant else None)
     rules = rules or GapRules()
     contour, reason = contour_data(params, imp)
+    limits = settings.get("constraints")
     return ReportData(
         study_name=study.study_name, direction=direction, metric=metric, settings=settings, states=states,
         trials=trials, history=history(trials, maximize), curves=curve_set(trials, ranked, metric, color_by, max_curves),
         params=params, importance=imp, contour=contour, contour_reason=reason,
         best=[best_row(t) for t in ranked[:top]], gaps=gap_rows(trials, rules), gap_rules=rules,
         stages=stage_rows(trials, maximize), lineage=lineage_data(trials), timing=timing(trials),
+        objectives=objectives, directions=directions,
+        pareto=pareto_data(trials, objectives, directions) if len(directions) > 1 else None,
+        objective_importance=per_objective,
+        constraints=[str(c) for c in limits] if isinstance(limits, (list, tuple)) else [],
+        constrained=any(t.feasible is not None for t in trials), infeasible=infeasible_rows(trials),
     )
 
 
+def objective_names(settings: dict[str, Any], n: int) -> list[str]:
+    """The objectives' names, in the order of the values: the study's ``objectives`` setting, else its
+    ``metric`` (studies from before multi-objective runs), else ``value`` / ``value 0``, ``value 1``..."""
+    names = settings.get("objectives")
+    if isinstance(names, (list, tuple)) and len(names) == n and all(isinstance(x, str) and x for x in names):
+        return list(names)
+    first = str(settings.get("metric", "value"))
+    if n == 1:
+        return [first]
+    return [first if "metric" in settings else "value 0"] + [f"value {k}" for k in range(1, n)]

@@ -16,8 +16,10 @@ from shoal.report._data import (
     GapRules,
     History,
     Importance,
+    InfeasibleRow,
     LineageData,
     ParamData,
+    ParetoData,
     StageRow,
     Timing,
     TrialInfo,
@@ -25,20 +27,72 @@ from shoal.report._data import (
 )
 
 def history(trials: list[TrialInfo], maximize: bool) -> History:
-    numbers, values, best, stages, other, other_states = [], [], [], [], [], []
+    numbers, values, best, stages, other, other_states, feasible = [], [], [], [], [], [], []
     current: float | None = None
     for t in sorted(trials, key=lambda t: t.number):
         if t.value is None:
             if t.state in ("pruned", "fail"):
                 other.append(t.number)
                 other_states.append(t.state)
+            elif t.state == "complete":  # no finite value: stopped before training (a broken limit)
+                other.append(t.number)
+                other_states.append("infeasible")
             continue
-        current = t.value if current is None else (max(current, t.value) if maximize else min(current, t.value))
+        ok = t.feasible is not False
+        if ok:
+            current = t.value if current is None else (max(current, t.value) if maximize else min(current, t.value))
         numbers.append(t.number)
         values.append(t.value)
         best.append(current)
         stages.append(t.stage)
-    return History(numbers, values, best, stages, other, other_states)
+        feasible.append(ok)
+    return History(numbers, values, best, stages, other, other_states, feasible)
+
+
+def pareto_mask(values: list[list[float]], directions: list[str]) -> list[bool]:
+    """Which points no other point dominates (as good in every objective, better in one); equal
+    points do not dominate each other, so both stay, as in Optuna's ``best_trials``."""
+    import numpy as np
+
+    if not values:
+        return []
+    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    loss = np.asarray(values, float) * signs  # every objective minimized
+    keep = np.ones(len(loss), bool)
+    for i in range(len(loss)):
+        # One vectorised test per point: about 0.1 s for 5,000 trials.
+        dominated = np.all(loss <= loss[i], axis=1) & np.any(loss < loss[i], axis=1)
+        keep[i] = not dominated.any()
+    return keep.tolist()
+
+
+def pareto_data(trials: list[TrialInfo], objectives: list[str], directions: list[str]) -> ParetoData:
+    """Complete trials in objective space (those with every objective finite) and the feasible front."""
+    complete = [t for t in trials if t.state == "complete" and len(t.values) == len(directions)]
+    points = [t for t in complete if all(v is not None for v in t.values)]
+    feasible = [t.feasible is not False for t in points]
+    ok = [t for t, f in zip(points, feasible) if f]
+    mask = pareto_mask([list(t.values) for t in ok], directions)
+    sign = -1.0 if directions[0] == "maximize" else 1.0
+    front = sorted((t for t, m in zip(ok, mask) if m), key=lambda t: (sign * t.values[0], t.number))
+    return ParetoData(list(objectives), list(directions), [t.number for t in points], [list(t.values) for t in points],
+                      feasible, [t.number for t in front], {t.number: dict(t.config) for t in points},
+                      len(complete) - len(points))
+
+
+def infeasible_rows(trials: list[TrialInfo]) -> list[InfeasibleRow]:
+    """Complete trials that broke a constraint, in trial order, with the constraints they broke."""
+    rows = []
+    for t in trials:
+        if t.state != "complete" or t.feasible is not False:
+            continue
+        broken = {k: v for k, v in (t.constraints or {}).items() if not v <= 0.0}
+        recorded = t.user_attrs.get("violations")
+        if not broken and isinstance(recorded, dict):
+            broken = {str(k): float(v) for k, v in recorded.items() if _float(v) is not None}
+        reason = t.user_attrs.get("infeasible_before_training")
+        rows.append(InfeasibleRow(t.number, list(t.values), broken, str(reason) if reason else ""))
+    return rows
 
 
 def _is_number(v: Any) -> bool:
@@ -76,14 +130,15 @@ class _TrialsView:
     Copying 5,000 trials into an in-memory study costs seconds (deep copies); this costs none.
     """
 
-    def __init__(self, complete: list[TrialInfo], names: list[str], direction: str) -> None:
+    def __init__(self, complete: list[TrialInfo], names: list[str], direction: str, objective: int = 0) -> None:
         from optuna.study import StudyDirection
         from optuna.trial import FrozenTrial, TrialState
 
         self.directions = [StudyDirection[direction.upper()]]
         self.direction = self.directions[0]
         self._trials = [
-            FrozenTrial(number=t.number, state=TrialState.COMPLETE, value=t.value, datetime_start=None,
+            FrozenTrial(number=t.number, state=TrialState.COMPLETE, value=t.values[objective] if objective else t.value,
+                        datetime_start=None,
                         datetime_complete=None, params={p: t.params[p] for p in names},
                         distributions={p: t.distributions[p] for p in names}, user_attrs={}, system_attrs={},
                         intermediate_values={}, trial_id=t.number)
@@ -97,15 +152,19 @@ class _TrialsView:
         return [t for t in self._trials if states is None or t.state in states]
 
 
-def param_importance(complete: list[TrialInfo], direction: str) -> Importance:
+def param_importance(complete: list[TrialInfo], direction: str, objective: int = 0) -> Importance:
     """Optuna's importance over the parameters every complete trial sampled and that varied.
 
     The evaluator reads the trials already loaded (through ``_TrialsView``), not the storage again.
+    ``objective`` picks the objective of a multi-objective study (trials without a finite value for
+    it are left out).
     """
     import warnings
 
     import optuna
 
+    if objective:
+        complete = [t for t in complete if len(t.values) > objective and t.values[objective] is not None]
     n = len(complete)
     if n < 2:
         return Importance("", {}, f"importance needs at least 2 complete trials; this study has {n}")
@@ -122,7 +181,7 @@ def param_importance(complete: list[TrialInfo], direction: str) -> Importance:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            view = _TrialsView(complete, names, direction)
+            view = _TrialsView(complete, names, direction, objective)
             raw = optuna.importance.get_param_importances(view, evaluator=evaluator, params=names)
     except (ValueError, RuntimeError) as exc:
         return Importance(label, {}, f"{label} could not rank the parameters: {exc}")
@@ -217,7 +276,8 @@ def curve_set(trials: list[TrialInfo], ranked: list[TrialInfo], metric: str, col
 
 def best_row(t: TrialInfo) -> BestRow:
     acc = t.curves.get("val_acc") or []
-    return BestRow(t.number, t.value, _float(acc[-1]) if acc else None, t.seconds, t.epochs_run, dict(t.config))
+    return BestRow(t.number, t.value, _float(acc[-1]) if acc else None, t.seconds, t.epochs_run, dict(t.config),
+                   list(t.values))
 
 
 def gap_rows(trials: list[TrialInfo], rules: GapRules) -> list[GapRow]:

@@ -13,23 +13,38 @@ import json
 import math
 from typing import Any
 
-__all__ = ["RawTrial", "read_sql_trials"]
+__all__ = ["RawTrial", "constraints_from", "read_sql_trials"]
 
 
 class RawTrial:
     """One trial's stored rows, with parameter values in their external form."""
 
-    __slots__ = ("number", "state", "start", "end", "value", "params", "distributions", "user_attrs")
+    __slots__ = ("number", "state", "start", "end", "values", "params", "distributions", "user_attrs", "constraints")
 
     def __init__(self, number: int, state: str) -> None:
         self.number = number
         self.state = state
         self.start: dt.datetime | None = None
         self.end: dt.datetime | None = None
-        self.value: float | None = None
+        self.values: list[float] | None = None  # every objective, in order (None until the trial has values)
         self.params: dict[str, Any] = {}
         self.distributions: dict[str, Any] = {}
         self.user_attrs: dict[str, Any] = {}
+        self.constraints: dict[str, float] | None = None  # Optuna's ``set_constraint`` values (None: none set)
+
+
+def constraints_from(system_attrs: dict[str, Any]) -> dict[str, float] | None:
+    """A trial's constraint values from its system attributes: Optuna 5 keeps each
+    ``trial.set_constraint(key, value)`` as ``constraints:KEY``; a sampler's ``constraints_func``
+    keeps a list under ``constraints`` (named c0, c1, ...). None when the trial has neither."""
+    out: dict[str, float] = {}
+    listed = system_attrs.get("constraints")
+    if isinstance(listed, (list, tuple)):
+        out.update({f"c{i}": float(v) for i, v in enumerate(listed)})
+    for key, value in system_attrs.items():
+        if isinstance(key, str) and key.startswith("constraints:") and isinstance(value, (int, float)):
+            out[key.split(":", 1)[1]] = float(value)
+    return out or None
 
 
 def _when(v: Any) -> dt.datetime | None:
@@ -63,12 +78,16 @@ def read_sql_trials(url: str, study_name: str) -> list[RawTrial] | None:
                     raw = RawTrial(int(number), str(state).lower())
                     raw.start, raw.end = _when(start), _when(end)
                     by_id[tid] = raw
-                for tid, value, kind in conn.execute(sa.text(
-                        "SELECT v.trial_id, v.value, v.value_type FROM trial_values v JOIN trials t "
-                        "ON v.trial_id = t.trial_id WHERE t.study_id = :s AND v.objective = 0"), {"s": sid}):
+                values: dict[int, dict[int, float]] = {}
+                for tid, objective, value, kind in conn.execute(sa.text(
+                        "SELECT v.trial_id, v.objective, v.value, v.value_type FROM trial_values v JOIN trials t "
+                        "ON v.trial_id = t.trial_id WHERE t.study_id = :s"), {"s": sid}):
                     kind = str(kind).upper()
-                    by_id[tid].value = (math.inf if kind.endswith("POS") else -math.inf if kind.endswith("NEG")
-                                        else (None if value is None else float(value)))
+                    values.setdefault(tid, {})[int(objective)] = (
+                        math.inf if kind.endswith("POS") else -math.inf if kind.endswith("NEG")
+                        else (math.nan if value is None else float(value)))
+                for tid, by_objective in values.items():
+                    by_id[tid].values = [by_objective[k] for k in sorted(by_objective)]
                 dists: dict[str, Any] = {}
                 for tid, name, value, djson in conn.execute(sa.text(
                         "SELECT p.trial_id, p.param_name, p.param_value, p.distribution_json FROM trial_params p "
@@ -84,6 +103,13 @@ def read_sql_trials(url: str, study_name: str) -> list[RawTrial] | None:
                         "SELECT a.trial_id, a.key, a.value_json FROM trial_user_attributes a JOIN trials t "
                         "ON a.trial_id = t.trial_id WHERE t.study_id = :s"), {"s": sid}):
                     by_id[tid].user_attrs[key] = loads(value)
+                system: dict[int, dict[str, Any]] = {}
+                for tid, key, value in conn.execute(sa.text(
+                        "SELECT a.trial_id, a.key, a.value_json FROM trial_system_attributes a JOIN trials t "
+                        "ON a.trial_id = t.trial_id WHERE t.study_id = :s AND a.key LIKE 'constraints%'"), {"s": sid}):
+                    system.setdefault(tid, {})[key] = loads(value)
+                for tid, attrs in system.items():
+                    by_id[tid].constraints = constraints_from(attrs)
         finally:
             engine.dispose()
     except Exception:  # another schema or driver: the caller reads through Optuna instead

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shoal.report._html import best_table_rows, fmt, gap_summary, timing_rows
+from shoal.report._html import (best_table_rows, constraints_summary, fmt, front_table_rows, gap_summary,
+                                infeasible_table_rows, objectives_text, timing_rows)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -14,22 +15,64 @@ if TYPE_CHECKING:
 __all__ = ["print_report"]
 
 
-def print_report(d: ReportData, console: Console, *, top: int = 5) -> None:
-    """Print the history summary, importance, best configurations, gap flags, stages and timing."""
+def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 20) -> None:
+    """Print the history summary, the Pareto front (multi-objective), importance, best configurations,
+    infeasible trials (constrained), gap flags, stages and timing."""
     from rich.table import Table
 
     states = ", ".join(f"{n} {s}" for s, n in sorted(d.states.items()))
-    console.print(f"[bold]{d.study_name}[/]: {sum(d.states.values())} trials ({states}); {d.metric}, {d.direction}d")
+    console.print(f"[bold]{d.study_name}[/]: {sum(d.states.values())} trials ({states}); {objectives_text(d)}")
     h = d.history
-    if h.numbers:
-        i = h.values.index(h.best[-1])
-        first_within = next(k for k, b in enumerate(h.best) if abs(b - h.best[-1]) <= 0.01 * abs(h.best[-1]) + 1e-12)
-        console.print(f"best {d.metric} [green]{fmt(h.best[-1])}[/] at trial {h.numbers[i]}; within 1% of it "
+    best = [b for b in h.best if b is not None]
+    if best and d.best:
+        feasible = "feasible " if d.constrained else ""
+        first = d.metric + (" (the first objective)" if d.multi else "")
+        tol = 0.01 * abs(best[-1]) + 1e-12
+        first_within = next(k for k, b in enumerate(h.best) if b is not None and abs(b - best[-1]) <= tol)
+        console.print(f"best {feasible}{first} [green]{fmt(best[-1])}[/] at trial {d.best[0].number}; within 1% of it "
                       f"from trial {h.numbers[first_within]} on ({first_within + 1} of {len(h.numbers)} complete trials)")
+    elif h.numbers:
+        console.print("[yellow]No complete trial is feasible yet.[/]")
     else:
         console.print("[yellow]No complete trial yet.[/]")
 
-    if d.importance.values:
+    if d.pareto is not None:
+        header, rows = front_table_rows(d)
+        if rows:
+            keep = list(range(min(len(header), 1 + len(d.objectives) + 6)))  # #, objectives, key parameters
+            shown = min(front, len(rows))
+            more = f", {shown} shown" if shown < len(rows) else ""
+            table = Table(title=f"Pareto front: {len(rows)} trials{more} (best {d.objectives[0]} first)")
+            for i in keep:
+                table.add_column(header[i], justify="right", no_wrap=True, min_width=min(len(header[i]), 8))
+            for row in rows[:shown]:
+                table.add_row(*[row[i] for i in keep])
+            console.print(table)
+        else:
+            console.print("[yellow]No Pareto front yet: no feasible complete trial with finite values.[/]")
+
+    if d.constrained or d.constraints:
+        console.print(constraints_summary(d))
+        header, rows = infeasible_table_rows(d)
+        if rows:
+            table = Table(title="infeasible trials")
+            for col in header:
+                table.add_column(col, justify="right")
+            for row in rows[:top]:
+                table.add_row(*row)
+            console.print(table)
+
+    per = {o: imp for o, imp in d.objective_importance.items() if imp.values}
+    if len(per) > 1:
+        table = Table(title=f"parameter importance per objective ({d.importance.evaluator})")
+        table.add_column("parameter")
+        for o in per:
+            table.add_column(o, justify="right")
+        names = list(dict.fromkeys(k for imp in per.values() for k in imp.values))
+        for name in names[:10]:
+            table.add_row(name, *[fmt(imp.values.get(name)) if name in imp.values else "-" for imp in per.values()])
+        console.print(table)
+    elif d.importance.values:
         table = Table(title=f"parameter importance ({d.importance.evaluator})")
         table.add_column("parameter")
         table.add_column("importance", justify="right")
@@ -42,8 +85,9 @@ def print_report(d: ReportData, console: Console, *, top: int = 5) -> None:
 
     if d.best:
         header, rows = best_table_rows(d)
-        keep = [0, 1, 2] + list(range(5, min(len(header), 11)))  # #, value, val_acc, then key parameters
-        table = Table(title=f"best {min(top, len(rows))} configurations")
+        keep = [i for i, h in enumerate(header) if h not in ("seconds", "epochs")][:9]  # #, values, key parameters
+        by = f" by {d.metric}" if d.multi else ""
+        table = Table(title=f"best {min(top, len(rows))} {'feasible ' if d.constrained else ''}configurations{by}")
         for i in keep:
             table.add_column(header[i], justify="right", no_wrap=True, min_width=min(len(header[i]), 8))
         for row in rows[:top]:
