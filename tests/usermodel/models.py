@@ -32,3 +32,35 @@ class Branchy(nn.Module):
         if x.sum() > 0:
             return self.lin(x)
         return self.lin(-x)
+
+
+class Linear(nn.Module):
+    """A linear model whose width argument has a default a study must not override."""
+
+    def __init__(self, n_inputs: int, n_outputs: int, width: int = 12) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(n_inputs, width), nn.ReLU(), nn.Linear(width, n_outputs))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def build_killer(config):
+    """Branchy, except that the member with lr above 0.05 kills its own process (SIGKILL) in its first
+    training step when it runs in a worker process (never in the test's own process)."""
+    return _Killer(64, 10, boom=config["lr"] > 0.05)
+
+
+class _Killer(Branchy):
+    def __init__(self, n_inputs: int, n_outputs: int, boom: bool) -> None:
+        super().__init__(n_inputs, n_outputs)
+        self.boom = boom
+
+    def forward(self, x):
+        import multiprocessing
+        import os
+        import signal
+
+        if self.boom and self.training and multiprocessing.parent_process() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().forward(x)

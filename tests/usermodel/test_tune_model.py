@@ -25,7 +25,7 @@ def test_module_class_trains_as_one_population_and_records_curves(workdir):
         assert t.user_attrs["engine"] == "functional" and t.user_attrs["epochs_run"] == 2
     assert result.best_value > 0.5  # digits: anything that learns beats 0.1
     assert result.study.study_name == "digits-Net"
-    assert result.study.user_attrs["usermodel"] == {"largest_population": 4, "notes": [], "shapes": 1}
+    assert result.study.user_attrs["usermodel"] == {"largest_population": 4, "notes": [], "shapes": 1, "workers": 1}
     assert result.study.user_attrs["shoal"]["model"] == "Net"
 
 
@@ -98,3 +98,29 @@ def test_bad_input(workdir, kwargs, message):
     objective = kwargs.pop("objective", None)
     with pytest.raises(ConfigError, match=message):
         shoal.tune(objective, data="digits", trials=1, epochs=1, storage="s.db", progress=False, **kwargs)
+
+
+def test_successive_halving_ranks_cohorts_of_the_users_module(workdir):
+    """model= studies run caviar mode's round loop: members reaching a rung together are ranked
+    together, the bottom ones stop, their slots are refilled."""
+    result = shoal.tune(model=Net, space=SPACE, data="digits", strategy="random", pruner="sha", trials=6, epochs=3,
+                        population=3, storage="s.db", seed=0, progress=False)
+    trials = result.study.get_trials()
+    assert len(trials) == 6
+    decided = [t for t in trials if t.user_attrs.get("rungs")]
+    assert decided and all(t.user_attrs["rungs"][0]["epoch"] == 1 for t in decided)
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert pruned and all(not t.user_attrs["rungs"][-1]["kept"] for t in pruned)
+    assert all(t.user_attrs["engine"] == "functional" for t in trials)
+
+
+def test_a_study_never_passes_its_defaults_to_the_users_module(digits_data):
+    """run_caviar fills the built-in defaults (width 128...); the module sees the space's keys only."""
+    from shoal.engine import normalize
+    from shoal.engine._functional import ModulePool
+
+    from models import Linear
+
+    pool = ModulePool(Linear, [digits_data], keys=["lr"])
+    pool.add("m", normalize({"lr": 0.01}), seed=0, fold=0, epochs=1)
+    assert pool.state_dict("m")["net.1.weight"].shape == (12, 64)

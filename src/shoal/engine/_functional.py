@@ -34,6 +34,7 @@ import torch
 
 from shoal._errors import ConfigError
 from shoal.engine._config import batch_bounds, epoch_order, lr_at, normalize
+from shoal.engine._pool import GroupPool
 from shoal.engine._single import EVAL_CHUNK, EpochRecord, data_loss
 
 if TYPE_CHECKING:
@@ -41,7 +42,8 @@ if TYPE_CHECKING:
 
     from shoal.engine._single import TensorData
 
-__all__ = ["FunctionalPopulation", "ModulePool", "OPTIM_KEYS", "build_member", "optim_config", "signature"]
+__all__ = ["FunctionalPopulation", "ModulePlacer", "ModulePool", "OPTIM_KEYS", "build_member", "optim_config",
+           "signature", "vmap_problem"]
 
 # The configuration keys the training loop reads; every other key is the model's.
 OPTIM_KEYS = ("optimizer", "lr", "momentum", "rmsprop_alpha", "beta1", "beta2", "eps", "weight_decay", "l1",
@@ -223,39 +225,10 @@ class FunctionalPopulation:
 
     # ------------------------------------------------------------------ training
     def _loss_fn(self, task: str, l1_on: bool) -> Callable:
-        from torch.func import functional_call
-
-        base, decay = self.base, self.decay
-
-        def loss(params, buffers, x, y, l1):
-            out = functional_call(base, (params, buffers), (x,))
-            data = data_loss(out, y, task)
-            total = data
-            if l1_on:
-                total = data + l1 * sum(p.abs().sum() for n, p in params.items() if decay[n])
-            return total, (data, out)
-
-        return loss
+        return _member_loss(self.base, self.decay, task, l1_on)
 
     def _probe(self, module: nn.Module) -> str | None:
-        """Why ``vmap`` cannot batch this module (a gradient step on two copies), or None."""
-        from torch.func import grad, vmap
-
-        try:
-            params = {n: torch.stack([p.detach()] * 2) for n, p in module.named_parameters()}
-            buffers = {n: torch.stack([b.detach()] * 2) for n, b in module.named_buffers()}
-            rows = min(2, self.data.n_train)
-            x = torch.stack([self.data.X_train[:rows]] * 2)
-            y = torch.stack([self.data.y_train[:rows]] * 2)
-            l1 = torch.zeros(2, device=x.device)
-            self.base.train()
-            with torch.random.fork_rng(devices=[]):
-                vmap(grad(self._loss_fn(self.data.task, False), has_aux=True), randomness="different")(
-                    params, buffers, x, y, l1)
-        except Exception as exc:
-            first = str(exc).strip().split("\n")[0][:300]
-            return f"torch.func.vmap cannot batch this module ({type(exc).__name__}: {first})"
-        return None
+        return vmap_problem(module, self.data, self.base)
 
     def run_epoch(self) -> dict[Hashable, EpochRecord]:
         """One epoch of every member: each its own data order and learning rate, then validation."""
@@ -402,6 +375,44 @@ class FunctionalPopulation:
         return (total / nval).tolist(), (hits.double() / nval).tolist()
 
 
+def _member_loss(base: nn.Module, decay: Mapping[str, bool], task: str, l1_on: bool) -> Callable:
+    """One member's loss as a function of its parameters and buffers (for ``grad`` and ``vmap``)."""
+    from torch.func import functional_call
+
+    def loss(params, buffers, x, y, l1):
+        out = functional_call(base, (params, buffers), (x,))
+        data = data_loss(out, y, task)
+        total = data
+        if l1_on:
+            total = data + l1 * sum(p.abs().sum() for n, p in params.items() if decay[n])
+        return total, (data, out)
+
+    return loss
+
+
+def vmap_problem(module: nn.Module, data: TensorData, base: nn.Module | None = None) -> str | None:
+    """Why ``vmap`` cannot batch ``module`` (a gradient step on two copies of it), or None."""
+    from torch.func import grad, vmap
+
+    try:
+        base = base if base is not None else copy.deepcopy(module).to("meta")
+        decay = {n: p.dim() > 1 for n, p in module.named_parameters()}
+        params = {n: torch.stack([p.detach()] * 2) for n, p in module.named_parameters()}
+        buffers = {n: torch.stack([b.detach()] * 2) for n, b in module.named_buffers()}
+        rows = min(2, data.n_train)
+        x = torch.stack([data.X_train[:rows]] * 2)
+        y = torch.stack([data.y_train[:rows]] * 2)
+        l1 = torch.zeros(2, device=x.device)
+        base.train()
+        with torch.random.fork_rng(devices=[]):
+            vmap(grad(_member_loss(base, decay, data.task, False), has_aux=True), randomness="different")(
+                params, buffers, x, y, l1)
+    except Exception as exc:
+        first = str(exc).strip().split("\n")[0][:300]
+        return f"torch.func.vmap cannot batch this module ({type(exc).__name__}: {first})"
+    return None
+
+
 def _load(into: dict[str, torch.Tensor], saved: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for n, t in into.items():
@@ -413,7 +424,7 @@ def _load(into: dict[str, torch.Tensor], saved: Mapping[str, torch.Tensor]) -> d
     return out
 
 
-class ModulePool:
+class ModulePool(GroupPool):
     """The pool interface of ``LocalPool`` over a user's module: members grouped into
     ``FunctionalPopulation``s by fold, batch size and module signature.
 
@@ -425,13 +436,16 @@ class ModulePool:
         model: the module class or builder (see ``build_member``).
         folds: the TensorData each member may train on (a member names its fold by index).
         vmap: False trains every member one at a time (``engine="single"``).
+        keys: the names the search space gives; a member's module sees these and the training keys
+            only (defaults a study fills in, such as the built-in ``width``, never reach it). None:
+            every key.
     """
 
-    def __init__(self, model: Any, folds: list, vmap: bool = True) -> None:
-        self.model, self.folds, self.vmap = model, list(folds), vmap
-        self.populations: dict[Hashable, FunctionalPopulation] = {}
-        self.where: dict[Hashable, Hashable] = {}
-        self.failed: dict[Hashable, str] = {}
+    def __init__(self, model: Any, folds: list, vmap: bool = True, keys: Any = None) -> None:
+        super().__init__(folds)
+        self.model, self.vmap = model, vmap
+        self.keys = None if keys is None else frozenset(keys) | frozenset(OPTIM_KEYS)
+        self.modes: dict[Hashable, tuple[str, str | None]] = {}  # kept after a member leaves
         self.shapes: set[tuple] = set()
         self.notes: list[str] = []
         self.largest = 0  # the most members one population held at once
@@ -443,9 +457,14 @@ class ModulePool:
             self.notes.append(text)
             logging.getLogger("shoal").info("model: %s", text)
 
+    def model_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """What a member's module and training see of ``config`` (see ``keys``)."""
+        return dict(config) if self.keys is None else {k: v for k, v in config.items() if k in self.keys}
+
     def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int,
             start: Mapping[str, Any] | None = None) -> None:
         try:
+            config = self.model_config(config)
             data = self.folds[fold]
             module = build_member(self.model, config, seed, data)
             sig = signature(module)
@@ -456,6 +475,7 @@ class ModulePool:
             pop = self.populations[gk]
             pop.add(key, config, seed, data, epochs, start, module=module)
             self.where[key] = gk
+            self.modes[key] = ("vmap", None) if pop.vmapped else ("sequential", pop.reason)
             self.largest = max(self.largest, len(pop))
             if pop.reason is not None:
                 self._note(f"one member at a time: {pop.reason}")
@@ -467,44 +487,52 @@ class ModulePool:
             self.failed[key] = f"{type(exc).__name__}: {exc}"
 
     def mode_of(self, key: Hashable) -> tuple[str, str | None]:
-        """("vmap", None) or ("sequential", why) for a member in the pool."""
-        pop = self.populations[self.where[key]]
-        return ("vmap", None) if pop.vmapped else ("sequential", pop.reason)
-
-    def remove(self, key: Hashable) -> None:
-        gk = self.where.pop(key, None)
-        self.failed.pop(key, None)
-        if gk is not None:
-            self.populations[gk].remove(key)
-            if len(self.populations[gk]) == 0:
-                del self.populations[gk]
-
-    def __len__(self) -> int:
-        return len(self.where)
-
-    def snapshot(self, key: Hashable) -> dict[str, Any]:
-        return self.populations[self.where[key]].snapshot(key)
+        """("vmap", None) or ("sequential", why) for a member added to the pool (None if its add failed)."""
+        return self.modes.get(key, ("vmap", None))
 
     def state_dict(self, key: Hashable) -> dict[str, torch.Tensor]:
         return self.populations[self.where[key]].state_dict(key)
 
-    def run_epoch(self) -> tuple[dict, dict]:
-        import traceback
 
-        records: dict = {}
-        failed, self.failed = self.failed, {}
-        for gk in list(self.populations):
-            pop = self.populations[gk]
+class ModulePlacer:
+    """Where members of a user's module train among worker processes (``ProcessPool(place=...)``):
+    members whose modules batch together go to one worker, members of a module ``vmap`` cannot
+    trace spread over the workers (one at a time in each: the processes then run side by side).
+
+    Each architecture (fold, batch size, the module's own arguments) is built and probed once, here.
+    """
+
+    def __init__(self, model: Any, folds: list, vmap: bool = True, keys: Any = None) -> None:
+        self.pool = ModulePool(model, folds, vmap, keys)  # its config filter, notes and modes; no members
+        self.groups: dict[tuple, str | None] = {}  # architecture -> why it cannot batch (None: it can)
+
+    @property
+    def notes(self) -> list[str]:
+        return self.pool.notes
+
+    def __call__(self, key: Hashable, config: Mapping[str, Any], fold: int) -> Hashable | None:
+        pool = self.pool
+        config = pool.model_config(config)
+        arch = (fold, int(optim_config(config)["batch_size"]),
+                tuple(sorted((k, repr(v)) for k, v in config.items() if k not in OPTIM_KEYS)))
+        if arch not in self.groups:
+            why = None if pool.vmap else "asked for one member at a time"
             try:
-                records.update(pop.run_epoch())
-            except Exception as exc:  # the whole population failed: its members fail, others go on
-                reason = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-2000:]}"
-                for key in pop.keys():
-                    failed[key] = reason
-                    self.where.pop(key, None)
-                del self.populations[gk]
-        return records, failed
+                module = build_member(pool.model, config, 0, pool.folds[fold])
+                pool.shapes.add(signature(module))
+                if why is None:
+                    why = vmap_problem(module, pool.folds[fold])
+            except Exception:  # a module that cannot be built: its worker reports why
+                pass
+            self.groups[arch] = why
+            if why is not None:
+                pool._note(f"one member at a time, spread over the worker processes: {why}")
+            if len(pool.shapes) == 2:
+                pool._note("members differ in parameter shapes (architecture hyperparameters): each shape "
+                           "trains as its own population, in its own worker")
+        why = self.groups[arch]
+        pool.modes[key] = ("vmap", None) if why is None else ("sequential", why)
+        return arch if why is None else None
 
-    def close(self) -> None:
-        self.populations.clear()
-        self.where.clear()
+    def mode_of(self, key: Hashable) -> tuple[str, str | None]:
+        return self.pool.mode_of(key)

@@ -17,41 +17,24 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["LocalPool", "ProcessPool", "make_pool"]
+__all__ = ["GroupPool", "LocalPool", "ProcessPool", "make_pool"]
 
 
-class LocalPool:
-    """Populations in this process, one per group key (batch size, family).
-
-    Args:
-        family: "mlp" or "cnn".
-        folds: the TensorData each member may train on (a member names its fold by index).
-        device: where the populations live.
-        pad: passed to each Population.
+class GroupPool:
+    """Populations in this process, one per group key: what every in-process pool shares (removing
+    members, snapshots, one epoch of every population, failures). Subclasses decide ``add``: which
+    population a member joins (``LocalPool``: the built-in engine; ``ModulePool``: a user's module).
     """
 
-    def __init__(self, family: str, folds: Sequence[Any], device: Any = "cpu", pad: bool = False) -> None:
-        self.family, self.folds, self.device, self.pad = family, list(folds), device, pad
+    def __init__(self, folds: Sequence[Any]) -> None:
+        self.folds = list(folds)
         self.populations: dict[Hashable, Any] = {}
         self.where: dict[Hashable, Hashable] = {}  # member key -> population key
-        self.failed: dict[Hashable, str] = {}
+        self.failed: dict[Hashable, str] = {}  # member key -> why its add failed (reported next epoch)
 
     def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int,
             start: Mapping[str, Any] | None = None) -> None:
-        from shoal.engine._packer import group_key
-        from shoal.engine._population import Population
-
-        try:
-            gk = group_key(config, self.family)
-            if gk not in self.populations:
-                data = self.folds[fold]
-                self.populations[gk] = Population(self.family, data.input_shape, data.n_outputs, data.task,
-                                                  batch_size=int(config["batch_size"]), device=self.device,
-                                                  pad=self.pad)
-            self.populations[gk].add(key, config, seed, self.folds[fold], epochs, start)
-            self.where[key] = gk
-        except Exception as exc:  # reported at the next epoch, like any failure of this member
-            self.failed[key] = f"{type(exc).__name__}: {exc}"
+        raise NotImplementedError
 
     def remove(self, key: Hashable) -> None:
         gk = self.where.pop(key, None)
@@ -89,7 +72,39 @@ class LocalPool:
         self.where.clear()
 
 
-def _worker(conn, family: str, folds: list[dict], device: str, pad: bool) -> None:
+class LocalPool(GroupPool):
+    """Populations of the built-in engine in this process, one per group key (batch size, family).
+
+    Args:
+        family: "mlp" or "cnn".
+        folds: the TensorData each member may train on (a member names its fold by index).
+        device: where the populations live.
+        pad: passed to each Population.
+    """
+
+    def __init__(self, family: str, folds: Sequence[Any], device: Any = "cpu", pad: bool = False) -> None:
+        super().__init__(folds)
+        self.family, self.device, self.pad = family, device, pad
+
+    def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int,
+            start: Mapping[str, Any] | None = None) -> None:
+        from shoal.engine._packer import group_key
+        from shoal.engine._population import Population
+
+        try:
+            gk = group_key(config, self.family)
+            if gk not in self.populations:
+                data = self.folds[fold]
+                self.populations[gk] = Population(self.family, data.input_shape, data.n_outputs, data.task,
+                                                  batch_size=int(config["batch_size"]), device=self.device,
+                                                  pad=self.pad)
+            self.populations[gk].add(key, config, seed, self.folds[fold], epochs, start)
+            self.where[key] = gk
+        except Exception as exc:  # reported at the next epoch, like any failure of this member
+            self.failed[key] = f"{type(exc).__name__}: {exc}"
+
+
+def _worker(conn, family: str, folds: list[dict], device: str, pad: bool, factory=None) -> None:
     import signal
 
     import torch
@@ -103,7 +118,7 @@ def _worker(conn, family: str, folds: list[dict], device: str, pad: bool) -> Non
     torch.set_num_threads(1)
     datas = [TensorData(**{k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in f.items()})
              for f in folds]
-    pool = LocalPool(family, datas, device, pad)
+    pool = factory(datas) if factory is not None else LocalPool(family, datas, device, pad)
     while True:
         try:
             msg = conn.recv()
@@ -131,10 +146,14 @@ class ProcessPool:
 
     Members go to the least loaded worker (by estimated bytes, a proxy for work); a worker keeps one
     population per batch size. A worker that dies fails its members with a clear reason.
+
+    ``factory`` (picklable) builds each worker's pool from its folds instead of a ``LocalPool``
+    (``ModulePool`` for a user's module); ``place(key, config, fold)`` names a member's group: members of
+    one group go to the same worker (they batch there), members of group None spread by load.
     """
 
     def __init__(self, family: str, folds: Sequence[Any], device: Any = "cpu", workers: int = 2,
-                 pad: bool = False) -> None:
+                 pad: bool = False, factory: Any = None, place: Any = None) -> None:
         self.family = family
         self.input_shape, self.n_outputs = folds[0].input_shape, folds[0].n_outputs
         payload = [{"X_train": f.X_train.cpu().numpy(), "y_train": f.y_train.cpu().numpy(),
@@ -145,7 +164,8 @@ class ProcessPool:
         self.conns, self.procs = [], []
         for _ in range(workers):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, family, payload, str(device), pad), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, family, payload, str(device), pad, factory),
+                               daemon=True)
             proc.start()
             child.close()
             self.conns.append(parent)
@@ -153,6 +173,8 @@ class ProcessPool:
         self.workers = workers
         self.load = [0.0] * workers
         self.where: dict[Hashable, tuple[int, float]] = {}
+        self.place = place
+        self.sticky: dict[Hashable, int] = {}  # group -> the worker its members train in
 
     def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int,
             start: Mapping[str, Any] | None = None) -> None:
@@ -162,7 +184,12 @@ class ProcessPool:
             cost = float(member_bytes(config, self.family, self.input_shape, self.n_outputs))
         except Exception:
             cost = 1.0
-        w = min(range(len(self.conns)), key=lambda i: (self.load[i], i))
+        group = self.place(key, config, fold) if self.place is not None else None
+        w = self.sticky.get(group) if group is not None else None
+        if w is None or math.isinf(self.load[w]):  # a new group, or its worker died
+            w = min(range(len(self.conns)), key=lambda i: (self.load[i], i))
+            if group is not None:
+                self.sticky[group] = w
         self.load[w] += cost
         self.where[key] = (w, cost)
         try:

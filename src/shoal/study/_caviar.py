@@ -78,8 +78,11 @@ def default_workers(exp: Experiment, device: str) -> int:
     return int(exp.workers) if exp.workers else 1
 
 
-def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:
-    """Train a study's trials as populations until the budget is spent."""
+def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: Any = None) -> None:
+    """Train a study's trials as populations until the budget is spent.
+
+    ``pool`` is where members train: by default the built-in engine's (``make_pool``); a user's
+    module trains in a ``ModulePool`` (``shoal.tune(model=...)``)."""
     from shoal.engine import normalize
     from shoal.engine._config import diverged
     from shoal.engine._pool import LocalPool, make_pool
@@ -93,8 +96,9 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None
     budget = int(exp.memory_mb * 2**20) if exp.memory_mb else default_budget(data.device)
     # On Ray the cluster decides the device ("auto": its GPUs if any) and, unless asked, the workers.
     remote = exp.executor in ("ray", "processes")
-    pool = make_pool(exp.preset, data.folds, exp.device if exp.executor == "ray" else data.device,
-                     exp.workers if remote else workers, executor=exp.executor, address=exp.address)
+    if pool is None:
+        pool = make_pool(exp.preset, data.folds, exp.device if exp.executor == "ray" else data.device,
+                         exp.workers if remote else workers, executor=exp.executor, address=exp.address)
     workers = getattr(pool, "workers", workers)
     log.info("caviar mode: up to %d trials at once, %d worker process(es), memory budget %.0f MiB",
              size, workers, budget / 2**20)

@@ -7,8 +7,10 @@ batches, cross entropy for classification or mean squared error for regression, 
 keys of the space (``optimizer``, ``lr``, ``momentum``, ``beta1``, ``beta2``, ``eps``,
 ``weight_decay``, ``l1``, ``batch_size``, ``lr_decay``...), validation loss and accuracy after
 each epoch. Trials train as members of ``FunctionalPopulation``s (``torch.func.vmap`` over the
-stacked members), refilled from the strategy as trials finish; pruners see each epoch; PBT copies
-members' weights and optimizer state. Each trial records what the built-in engines record (curves,
+stacked members) in caviar mode's round loop (``run_caviar`` with a ``ModulePool``): slots refilled
+from the strategy as trials finish, pruners see each epoch, successive halving and Hyperband rank
+cohorts; PBT copies members' weights and optimizer state. With ``workers=N`` the members train
+in N worker processes. Each trial records what the built-in engines record (curves,
 seed, epochs run), plus ``engine`` ("functional" or "sequential") and, for the latter,
 ``engine_reason``.
 """
@@ -16,11 +18,7 @@ seed, epochs run), plus ``engine`` ("functional" or "sequential") and, for the l
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from shoal._errors import ConfigError
 
@@ -33,7 +31,7 @@ if TYPE_CHECKING:
     from shoal.study._runner import Job, StudyRunner
     from shoal.study._tune import TuneResult
 
-__all__ = ["run_model", "tune_model"]
+__all__ = ["tune_model"]
 
 log = logging.getLogger("shoal")
 
@@ -66,128 +64,98 @@ def tune_model(model: Any, exp: Experiment, space: Space | None, direction: str 
     if exp.study is None:
         exp.study = f"{exp.study_name.rsplit('-', 1)[0]}-{model_name(model)}"
     data = prepare_data(exp)
-    from shoal.engine._functional import ModulePool
-
-    # engine="single" asks for plain one-at-a-time training (the same update, no vmap)
-    pool = ModulePool(model, data.folds, vmap=exp.engine != "single")
+    pool, mode_of, workers = _pool(model, exp, data, space.names())
     if exp.strategy == "pbt":
-        def body(runner):
-            from shoal.study._pbt import run_pbt
+        from shoal.study._pbt import run_pbt as run
 
-            try:
-                run_pbt(runner, exp, data, pool=pool, maximize=exp.direction == "maximize", metric=exp.metric)
-            finally:
-                _record(runner, pool)
-    else:
         def body(runner):
-            run_model(runner, exp, data, pool)
-    return _run(exp, space, exp.direction, exp.metric, body, progress, console,
+            run(runner, exp, data, pool=pool, maximize=exp.direction == "maximize", metric=exp.metric)
+    else:
+        from shoal.study._caviar import run_caviar
+
+        def body(runner):
+            run_caviar(_Labelled(runner, mode_of), exp, data, pool=pool)
+
+    def recorded(runner):
+        try:
+            body(runner)
+        finally:
+            _record(runner, pool, workers)
+
+    return _run(exp, space, exp.direction, exp.metric, recorded, progress, console,
                 attrs={"data_description": data.description, "device": data.device, "engine": "functional",
                        "model": model_name(model)})
 
 
-@dataclass
-class _Running:
-    job: Job
-    folds: int
-    histories: list[list] = field(default_factory=list)  # per fold: EpochRecords
-    best: float = math.inf
-    since_best: int = 0
+def _pool(model: Any, exp: Experiment, data: PreparedData, keys: list[str]) -> tuple[Any, Any, int]:
+    """Where the members train, how to tell a member's engine, and how many worker processes.
 
-    def __post_init__(self) -> None:
-        self.histories = [[] for _ in range(self.folds)]
-
-
-def _record(runner: StudyRunner, pool: Any) -> None:
-    runner.study.set_user_attr("usermodel", {"largest_population": pool.largest, "notes": pool.notes,
-                                             "shapes": len(pool.shapes)})
-
-
-def run_model(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: Any) -> None:
-    """Train the study's trials as populations of the user's module until the budget is spent.
-
-    Each round every population trains one epoch; each trial reports its metric (the mean over
-    folds with k-fold) to the pruner; a trial that is pruned, finishes, stops early (patience) or
-    diverges leaves, and its slot is refilled from the strategy at once.
+    In this process by default (a ``ModulePool``). With ``workers=N`` (N > 1), in N worker
+    processes (the engine's ``ProcessPool``): members that batch together share a worker, members
+    of a module ``vmap`` cannot trace spread over them. A model the workers cannot import (a
+    class or function defined inside another function) trains in this process, and says why.
     """
-    from shoal.engine._config import diverged
-    from shoal.study._builtin import trial_attrs
-    from shoal.study._caviar import default_population_size
+    import functools
+    import pickle
 
-    size = default_population_size(exp)
-    nfolds = len(data.folds)
-    running: dict[int, _Running] = {}
-    modes: dict[int, tuple[str, str | None]] = {}
+    from shoal.engine._functional import ModulePlacer, ModulePool
+    from shoal.engine._pool import ProcessPool
 
-    def attrs_of(state: _Running) -> dict[str, Any]:
-        mode, reason = modes.get(state.job.number, ("functional", None))
-        attrs = trial_attrs(state.histories, data.device, "functional" if mode == "vmap" else mode)
+    vmap = exp.engine != "single"  # engine="single": plain one-at-a-time training (the same update)
+    workers = int(exp.workers or 1)
+    if workers > 1:
+        try:
+            pickle.dumps(model)
+        except Exception as exc:
+            log.warning("model: training in this process, not in %d worker processes: they import the model "
+                        "by name, and %s cannot be (%s: %s); define it at the top level of a module", workers,
+                        model_name(model), type(exc).__name__, str(exc).split("\n")[0][:200])
+            workers = 1
+    if workers <= 1:
+        pool = ModulePool(model, data.folds, vmap=vmap, keys=keys)
+        return pool, pool.mode_of, 1
+    placer = ModulePlacer(model, data.folds, vmap=vmap, keys=keys)
+    pool = ProcessPool("model", data.folds, "cpu", workers, factory=functools.partial(ModulePool, model, vmap=vmap,
+                                                                                      keys=keys), place=placer)
+    pool.placer = placer
+    return pool, placer.mode_of, workers
+
+
+class _Labelled:
+    """The study runner as ``run_caviar`` sees it, with each finished trial's engine named as this
+    pool trained it: "functional" (vmapped), or "sequential" with ``engine_reason``."""
+
+    def __init__(self, runner: StudyRunner, mode_of: Any) -> None:
+        self._runner, self._mode_of = runner, mode_of
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runner, name)
+
+    def _label(self, job: Job, args: tuple, kwargs: dict) -> None:
+        mode, reason = self._mode_of((job.number, 0))
+        engine = "functional" if mode == "vmap" else mode
+        job.trial.set_user_attr("engine", engine)
         if reason:
-            attrs["engine_reason"] = reason
-        return attrs
+            job.trial.set_user_attr("engine_reason", reason)
+        for attrs in [*args, *kwargs.values()]:  # the attributes run_caviar records name its engine
+            if isinstance(attrs, dict) and "engine" in attrs:
+                attrs["engine"] = engine
 
-    def leave(number: int) -> _Running:
-        state = running.pop(number)
-        for k in range(nfolds):
-            if (number, k) in pool.where:
-                modes.setdefault(number, pool.mode_of((number, k)))
-            pool.remove((number, k))
-        return state
+    def complete(self, job: Job, *args: Any, **kwargs: Any) -> Any:
+        self._label(job, args, kwargs)
+        return self._runner.complete(job, *args, **kwargs)
 
-    def fill() -> None:
-        while len(running) < size and (job := runner.ask()) is not None:
-            running[job.number] = _Running(job, nfolds)
-            for k in range(nfolds):
-                pool.add((job.number, k), job.config, job.seed + k, k, exp.epochs)
-                if (job.number, k) in pool.where:
-                    modes[job.number] = pool.mode_of((job.number, k))
+    def prune(self, job: Job, *args: Any, **kwargs: Any) -> Any:
+        self._label(job, args, kwargs)
+        return self._runner.prune(job, *args, **kwargs)
 
-    def handle(number: int) -> None:
-        state = running[number]
-        epoch = min(len(h) for h in state.histories)
-        last = [h[epoch - 1] for h in state.histories]
-        job = state.job
-        bad = next((r for r in last if diverged(r.train_loss, r.val_loss)), None)
-        if bad is not None:
-            runner.fail(job, f"training diverged at epoch {epoch}: train loss {bad.train_loss}, validation loss "
-                             f"{bad.val_loss} (learning rate {bad.lr:.3g}); try a smaller learning rate",
-                        attrs_of(leave(number)))
-            return
-        value = float(np.mean([getattr(r, exp.metric) for r in last]))
-        if runner.report(job, epoch, value):
-            runner.prune(job, attrs_of(leave(number)))
-            return
-        val_loss = float(np.mean([r.val_loss for r in last]))
-        if val_loss < state.best - 1e-12:
-            state.best, state.since_best = val_loss, 0
-        else:
-            state.since_best += 1
-        if epoch >= exp.epochs or (exp.patience is not None and state.since_best >= exp.patience):
-            runner.complete(job, value, attrs_of(leave(number)))
+    def fail(self, job: Job, *args: Any, **kwargs: Any) -> Any:
+        self._label(job, args, kwargs)
+        return self._runner.fail(job, *args, **kwargs)
 
-    try:
-        fill()
-        while running:
-            records, failed = pool.run_epoch()
-            for (number, _), reason in failed.items():
-                if number in running:
-                    state = leave(number)
-                    runner.fail(state.job, reason.split("\n")[0], {**attrs_of(state), "traceback": reason[-4000:]})
-            ready = set()
-            for (number, k), record in records.items():
-                if number in running:
-                    running[number].histories[k].append(record)
-                    ready.add(number)
-            for number in sorted(ready):
-                state = running.get(number)
-                if state is not None and len({len(h) for h in state.histories}) == 1:
-                    handle(number)
-            runner.check_stop()  # a Ctrl-C stops here, with every member's epoch recorded
-            fill()
-    except KeyboardInterrupt:
-        for state in list(running.values()):
-            runner.interrupt(state.job)
-        raise
-    finally:
-        pool.close()
-        _record(runner, pool)
+
+def _record(runner: StudyRunner, pool: Any, workers: int) -> None:
+    info = getattr(pool, "placer", None)
+    info = info.pool if info is not None else pool
+    runner.study.set_user_attr("usermodel", {"largest_population": info.largest, "notes": info.notes,
+                                             "shapes": len(info.shapes), "workers": workers})
