@@ -199,7 +199,7 @@ def test_builtin_kfold_and_val_acc_metric(workdir):
         ({"preset": "resnet"}, "Unknown preset 'resnet'"),
         ({"strategy": "bayes"}, "Unknown strategy 'bayes'"),
         ({"pruner": "asha"}, "Unknown pruner 'asha'"),
-        ({"metric": "accuracy"}, "'metric' setting must be one of"),
+        ({"metric": "acuracy"}, "Unknown measure 'acuracy'. Did you mean 'accuracy'"),
         ({"data": "nope.csv"}, "not found"),
         ({"data": "imagenet"}, "imagenet"),
         ({"params": {"lrr": 0.1}}, "Unknown parameter 'lrr'. Did you mean 'lr'"),

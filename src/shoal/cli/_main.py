@@ -33,10 +33,16 @@ def tune(
     experiment: Annotated[Optional[Path], typer.Argument(help="Experiment TOML file (flags override it).")] = None,
     data: Annotated[Optional[str], typer.Option(help="digits, mnist[:folder], fashion-mnist[:folder], x.csv or x.npz.")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Model preset: mlp or cnn.")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="grid, random, qmc, tpe, gp, cmaes, coarse-to-fine or pbt.")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="grid, random, qmc, tpe, gp, cmaes, nsga2, coarse-to-fine or pbt.")] = None,
     trials: Annotated[Optional[int], typer.Option(help="Total trials in the study (finished ones count).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs per trial.")] = None,
-    metric: Annotated[Optional[str], typer.Option(help="val_loss (minimized) or val_acc (maximized).")] = None,
+    metric: Annotated[Optional[str], typer.Option(
+        "--metric", "--objective", help="What to optimize: val_loss, val_acc, val_balanced_acc, val_f1, val_r2, val_mse, "
+        "train_seconds, epoch_seconds, params, memory_mb, latency_ms, gap, acc_gap (<name>_std: spread over "
+        "folds); several, comma-separated, for a Pareto search: val_acc,train_seconds.")] = None,
+    constraint: Annotated[Optional[list[str]], typer.Option(
+        "--constraint", "-c", help="A limit on any measure, e.g. params<=100000 or epoch_seconds<=2 "
+        "(repeatable); trials over it are recorded as infeasible.")] = None,
     storage: StorageOpt = None,
     study: Annotated[Optional[str], typer.Option(help="Study name (default: <data>-<preset>).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Study seed (sampler, splits, trial seeds).")] = None,
@@ -81,6 +87,7 @@ def tune(
     from shoal.study._tune import tune as run_tune
 
     flags = dict(data=data, preset=preset, strategy=strategy, trials=trials, epochs=epochs, metric=metric,
+                 constraints=constraint or None,
                  storage=storage, study=study, seed=seed, pruner=pruner, val_fraction=val_fraction, folds=folds,
                  patience=patience, device=device, engine=engine, population=population, workers=workers, executor=executor, address=address, memory_mb=memory_mb, grid_points=grid_points, target=target, timeout=timeout,
                  download=download or None, stages=stages, top_fraction=top_fraction, pbt_interval=pbt_interval,
@@ -101,12 +108,21 @@ def tune(
     study_obj = result.study
     console.print(summary_table(study_obj, metric=exp.metric))
     if result.best_params is None:
-        console.print("[yellow]No trial completed; see `shoal show` for the failure reasons.[/]")
+        why = " within the limits" if exp.constraints else ""
+        console.print(f"[yellow]No trial completed{why}; see `shoal show` for the reasons.[/]")
         raise typer.Exit(1)
+    where = f"study [bold]{study_obj.study_name}[/] in {_hide_password(str(exp.storage or 'shoal.db'))}"
+    if len(exp.objectives) > 1:
+        first = exp.objectives[0]
+        console.print(
+            f"{len(result.pareto)} trials on the Pareto front of {', '.join(exp.objectives)}; {where}. "
+            f"`shoal best --by {first} --where '{exp.objectives[1]}<=X'` picks one (e.g. the best {first} "
+            f"under a limit)."
+        )
+        return
     console.print(
         f"best {exp.metric} [green]{result.best_value:.4g}[/] (trial {result.best_trial.number}); "
-        f"study [bold]{study_obj.study_name}[/] in {_hide_password(str(exp.storage or 'shoal.db'))}. "
-        f"`shoal best --study {study_obj.study_name}` prints its configuration."
+        f"{where}. `shoal best --study {study_obj.study_name}` prints its configuration."
     )
 
 
@@ -171,27 +187,45 @@ def show(
 def best(
     storage: StorageOpt = None,
     study: Annotated[Optional[str], typer.Option(help="Study name (needed when the storage has several).")] = None,
+    by: Annotated[Optional[str], typer.Option(help="Rank by this measure (default: the first objective), "
+                                              "e.g. val_acc.")] = None,
+    where: Annotated[Optional[list[str]], typer.Option(help="Only trials within this limit, e.g. "
+                                                       "'epoch_seconds<=2' (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the configuration as JSON only.")] = False,
 ) -> None:
-    """Print the best trial's configuration."""
+    """Print the best trial's configuration: the best feasible one, or with --by / --where the best
+    by one measure among the trials within limits (a point of a Pareto front)."""
     from optuna.trial import TrialState
+
+    from shoal.study._objectives import objectives_of, pick
 
     s = _load(storage, study)
     if not s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise ConfigError(f"The study {s.study_name!r} has no complete trial yet. Run `shoal tune` first.")
-    t = s.best_trial
+    t = pick(s, by, where)
+    if t is None:
+        limits = f" within {', '.join(where)}" if where else " within the study's limits"
+        raise ConfigError(f"No complete trial of {s.study_name!r} qualifies{limits}. Loosen the limit, or see "
+                          "`shoal show` for the trials' values.")
     config = t.user_attrs.get("config", t.params)
+    names = objectives_of(s)
+    values = dict(zip(names, t.values))
     if as_json:
-        typer.echo(json.dumps({"trial": t.number, "value": t.value, "config": config}, indent=2))
+        out = {"trial": t.number, "value": t.values[0] if len(t.values) == 1 else values, "config": config}
+        typer.echo(json.dumps(out, indent=2))
         return
     from rich.table import Table
 
-    table = Table(title=f"best trial {t.number} of {s.study_name}: value {t.value:.6g}")
+    shown = ", ".join(f"{k} {v:.6g}" for k, v in values.items()) if len(names) > 1 else f"value {t.value:.6g}"
+    table = Table(title=f"best trial {t.number} of {s.study_name}: {shown}")
     table.add_column("parameter")
     table.add_column("value", justify="right")
     for k, v in config.items():
         table.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
     console.print(table)
+    measures = t.user_attrs.get("measures", {})
+    if measures:
+        console.print("[dim]" + ", ".join(f"{k}={v:.4g}" for k, v in measures.items()) + "[/]", highlight=False)
 
 
 @app.command()

@@ -254,11 +254,14 @@ class Population:
             if self.task == "classification":
                 hit = (out.detach().argmax(-1) == yb).float()
                 correct += hit.sum(1) if w is None else (hit * w).sum(1)
-        val_loss, val_acc = self._evaluate(layout)
+        val_loss, val_acc, scores = self._evaluate(layout)
         train_loss = (loss_sum.cpu().double() / torch.from_numpy(n)).tolist()
         train_acc = (correct.cpu().double() / torch.from_numpy(n)).tolist()
         seconds = time.perf_counter() - start
         records = {}
+        # A member's seconds: its share of the population's time, by multiply-adds per example
+        work = np.array([_multiply_adds(m.specs, self.input_shape) * m.data.n_train for m in members], dtype=float)
+        share = work / work.sum()
         for k, m in enumerate(members):
             m.steps = int(steps[k])
             m.epoch += 1
@@ -266,7 +269,7 @@ class Population:
             records[m.key] = EpochRecord(
                 epoch=m.epoch, train_loss=train_loss[k], train_acc=train_acc[k] if is_cls else None,
                 val_loss=val_loss[k], val_acc=val_acc[k] if is_cls else None, lr=float(lrs[k]),
-                seconds=seconds,
+                seconds=seconds * float(share[k]), **scores[k],
             )
         return records
 
@@ -310,7 +313,7 @@ class Population:
         return masks or None
 
     @torch.no_grad()
-    def _evaluate(self, layout: Layout) -> tuple[list[float], list[float]]:
+    def _evaluate(self, layout: Layout) -> tuple[list[float], list[float], list[dict[str, float]]]:
         members = layout.members
         K = len(members)
         nv = np.array([int(m.data.X_val.shape[0]) for m in members])
@@ -318,6 +321,8 @@ class Population:
         chunk = int(min(EVAL_CHUNK, max(32, (1 << 23) // max(K * feat, 1))))
         total = torch.zeros(K, dtype=torch.float64, device=self.device)
         correct = torch.zeros(K, dtype=torch.float64, device=self.device)
+        preds: list[np.ndarray] = []  # per chunk: [K, rows] labels, or [K, rows, targets]
+        truths: list[np.ndarray] = []
         for i in range(0, int(nv.max()), chunk):
             c = np.clip(nv - i, 0, chunk)
             cmax = int(c.max())
@@ -332,6 +337,40 @@ class Population:
             w = torch.from_numpy((np.arange(cmax)[None, :] < c[:, None]).astype(np.float64)).to(self.device)
             total += (self._loss_rows(out, yb).double() * w).sum(1)
             if self.task == "classification":
-                correct += ((out.argmax(-1) == yb).double() * w).sum(1)
+                pred = out.argmax(-1)
+                correct += ((pred == yb).double() * w).sum(1)
+                preds.append(pred.cpu().numpy())
+            else:
+                preds.append(out.reshape(K, cmax, -1).cpu().numpy())
+            truths.append(yb.cpu().numpy() if not self._one_val else yb[0].cpu().numpy())
         nvt = torch.from_numpy(nv).double().to(self.device)
-        return (total / nvt).tolist(), (correct / nvt).tolist()
+        return (total / nvt).tolist(), (correct / nvt).tolist(), self._scores(members, nv, preds, truths)
+
+    def _scores(self, members: list, nv: np.ndarray, preds: list, truths: list) -> list[dict[str, float]]:
+        """Each member's balanced accuracy and F1 (or R² and MSE) from its gathered predictions."""
+        from shoal.engine._scores import classification_scores, regression_scores
+
+        pred = np.concatenate(preds, axis=1)
+        truth = np.concatenate(truths, axis=0 if self._one_val else 1)
+        out = []
+        for k, m in enumerate(members):
+            p = pred[k, : nv[k]]
+            y = truth[: nv[k]] if self._one_val else truth[k, : nv[k]]
+            if self.task == "classification":
+                out.append(classification_scores(y, p, self.n_outputs))
+            else:
+                out.append(regression_scores(y.reshape(len(p), -1), p, m.data.y_scale))
+        return out
+
+
+def _multiply_adds(specs: tuple, input_shape: tuple) -> int:
+    """Multiply-adds of one example's forward pass through layers ``specs`` (see member_specs)."""
+    h, w = (input_shape[1], input_shape[2]) if len(input_shape) == 3 else (1, 1)
+    total = 0
+    for spec in specs:
+        if spec[0] == "conv":
+            total += spec[1] * spec[2] * spec[3] * spec[3] * h * w
+            h, w = (h // 2, w // 2) if spec[4] else (h, w)
+        else:
+            total += spec[1] * spec[2]
+    return max(total, 1)

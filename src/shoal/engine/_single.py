@@ -23,7 +23,7 @@ from shoal.engine._models import build_model, set_dropout_rng
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["EpochRecord", "History", "TensorData", "evaluate", "resolve_device", "train"]
+__all__ = ["EpochRecord", "History", "TensorData", "evaluate", "evaluate_scores", "resolve_device", "train"]
 
 EVAL_CHUNK = 4096
 
@@ -52,6 +52,7 @@ class TensorData:
     input_shape: tuple
     n_outputs: int
     task: str
+    y_scale: tuple | None = None  # regression: the std each target was divided by (for val_mse)
 
     @classmethod
     def from_prepared(cls, prepared: Any, device: str | torch.device = "cpu") -> TensorData:
@@ -74,6 +75,7 @@ class TensorData:
         return cls(
             tx(prepared.X_train), ty(prepared.y_train), tx(prepared.X_val), ty(prepared.y_val),
             tuple(prepared.input_shape), int(prepared.n_outputs), prepared.task,
+            _scale_of(getattr(prepared, "y_std", None)),
         )
 
     @property
@@ -90,10 +92,16 @@ class EpochRecord:
     val_acc: float | None
     lr: float
     seconds: float
+    # classification: balanced accuracy and macro F1; regression: R² and MSE in the target's units
+    val_balanced_acc: float | None = None
+    val_f1: float | None = None
+    val_r2: float | None = None
+    val_mse: float | None = None
 
     def metrics(self) -> dict[str, float | None]:
         return {"train_loss": self.train_loss, "train_acc": self.train_acc, "val_loss": self.val_loss,
-                "val_acc": self.val_acc}
+                "val_acc": self.val_acc, "val_balanced_acc": self.val_balanced_acc, "val_f1": self.val_f1,
+                "val_r2": self.val_r2, "val_mse": self.val_mse}
 
 
 @dataclass
@@ -115,19 +123,43 @@ def data_loss(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     return F.mse_loss(out.reshape(y.shape), y)
 
 
+def _scale_of(y_std: Any) -> tuple | None:
+    return None if y_std is None else tuple(float(v) for v in np.asarray(y_std).reshape(-1))
+
+
 def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: str) -> tuple[float, float | None]:
     """Mean loss and accuracy (None for regression) in eval mode."""
+    loss, acc, _ = evaluate_scores(model, X, y, task)
+    return loss, acc
+
+
+def evaluate_scores(model: nn.Module, X: torch.Tensor, y: torch.Tensor, task: str, n_classes: int | None = None,
+                    y_scale: tuple | None = None) -> tuple[float, float | None, dict[str, float]]:
+    """``evaluate`` plus the scores of ``shoal.engine._scores`` (balanced accuracy and F1, or R² and MSE)."""
+    from shoal.engine._scores import classification_scores, regression_scores
+
     model.eval()
     total, correct = 0.0, 0
+    outs = []
     with torch.no_grad():
         for i in range(0, X.shape[0], EVAL_CHUNK):
             out = model(X[i : i + EVAL_CHUNK])
             yy = y[i : i + EVAL_CHUNK]
             total += float(data_loss(out, yy, task)) * yy.shape[0]
             if task == "classification":
-                correct += int((out.argmax(1) == yy).sum())
+                pred = out.argmax(1)
+                correct += int((pred == yy).sum())
+                outs.append(pred)
+            else:
+                outs.append(out.reshape(yy.shape[0], -1))
     n = X.shape[0]
-    return total / n, (correct / n if task == "classification" else None)
+    if not outs:
+        return math.nan, None, {}
+    pred = torch.cat(outs).cpu().numpy()
+    if task == "classification":
+        scores = classification_scores(y.cpu().numpy(), pred, int(n_classes or max(int(y.max()), int(pred.max())) + 1))
+        return total / n, correct / n, scores
+    return total / n, None, regression_scores(y.cpu().numpy().reshape(n, -1), pred, y_scale)
 
 
 def make_optimizer(model: nn.Module, config: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -213,10 +245,11 @@ def train(
             if is_cls:
                 correct += (out.detach().argmax(1) == yb).sum()
         train_loss = float(loss_sum) / n
-        val_loss, val_acc = evaluate(model, data.X_val, data.y_val, data.task)
+        val_loss, val_acc, scores = evaluate_scores(model, data.X_val, data.y_val, data.task, data.n_outputs,
+                                                    data.y_scale)
         record = EpochRecord(
             epoch=epoch + 1, train_loss=train_loss, train_acc=(int(correct) / n if is_cls else None),
-            val_loss=val_loss, val_acc=val_acc, lr=lr, seconds=time.perf_counter() - start,
+            val_loss=val_loss, val_acc=val_acc, lr=lr, seconds=time.perf_counter() - start, **scores,
         )
         if diverged(train_loss, val_loss):
             raise Diverged(

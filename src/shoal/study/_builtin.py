@@ -31,12 +31,11 @@ def prepare_data(exp: Experiment) -> PreparedData:
     from shoal.data import describe, kfold_splits, load_dataset, prepare, train_val_split
     from shoal.engine import TensorData, resolve_device
 
+    from shoal.study._objectives import check_measures, parse_constraints
+
     ds = load_dataset(exp.data, target=exp.target, download=exp.download)
-    if exp.metric == "val_acc" and ds.task != "classification":
-        raise ConfigError(
-            f"The metric 'val_acc' needs a classification target, but {exp.data!r} is a regression "
-            "data set. Use --metric val_loss."
-        )
+    check_measures(exp.objectives, ds.task, exp.folds)
+    check_measures([c.measure for c in parse_constraints(exp.constraints)], ds.task, exp.folds, "constraint on")
     if exp.preset == "cnn" and len(ds.input_shape) != 3:
         raise ConfigError(
             f"The cnn preset needs image data shaped (channels, height, width), but {exp.data!r} has "
@@ -57,7 +56,8 @@ def trial_attrs(folds: list[list], device: str, engine: str) -> dict[str, Any]:
     averaged over folds (cut to the shortest), epochs run, train-validation gap, per-fold losses."""
     n = min(len(records) for records in folds)
     curves: dict[str, Any] = {}
-    for name in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"):
+    for name in ("train_loss", "train_acc", "val_loss", "val_acc", "val_balanced_acc", "val_f1", "val_r2",
+                 "val_mse", "lr", "seconds"):
         rows = [[getattr(r, name) for r in records[:n]] for records in folds]
         if any(v is None for row in rows for v in row):
             continue
@@ -70,27 +70,37 @@ def trial_attrs(folds: list[list], device: str, engine: str) -> dict[str, Any]:
     return attrs
 
 
+def static_of(exp: Experiment, cfg: dict[str, Any], data: PreparedData) -> dict[str, float]:
+    """What the configuration alone decides (parameters, memory; latency when it is asked for)."""
+    from shoal.study._objectives import parse_constraints, static_measures
+
+    fold = data.folds[0]
+    wanted = set(exp.objectives) | {c.measure for c in parse_constraints(exp.constraints)}
+    return static_measures(cfg, exp.preset, fold.input_shape, fold.n_outputs, folds=len(data.folds),
+                           latency="latency_ms" in wanted, device=data.device)
+
+
 def train_job(job: Job, runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:
     """Train one job on every fold; report, prune, record, and tell the study."""
-    from shoal.engine import train
+    from shoal.engine import normalize, train
+    from shoal.study._objectives import epoch_measures
 
-    metric = exp.metric
+    static = static_of(exp, normalize(job.config), data)
+    if not runner.admit(job, static):
+        return  # over a limit the configuration alone decides: recorded, not trained
     histories = []
     pruned = []
     for k, fold in enumerate(data.folds):
         last_fold = k == len(data.folds) - 1
+        so_far: list = []
 
-        def on_epoch(record, _last=last_fold):
+        def on_epoch(record, _last=last_fold, _so_far=so_far):
             # With k-fold, the pruner sees the mean over folds once the last fold reaches the epoch.
+            _so_far.append(record)
             if not _last:
                 return False
-            if histories:
-                values = [h.epochs[record.epoch - 1].metrics()[metric] for h in histories
-                          if len(h.epochs) >= record.epoch]
-                value = float(np.mean(values + [record.metrics()[metric]]))
-            else:
-                value = record.metrics()[metric]
-            stop = runner.report(job, record.epoch, value)
+            folds = [h.epochs[: record.epoch] for h in histories] + [_so_far]
+            stop = runner.report(job, record.epoch, {**static, **epoch_measures(folds)})
             pruned.append(stop)
             if not stop and record.epoch < exp.epochs:
                 runner.check_stop()  # a Ctrl-C stops here (a trial at its last epoch completes first)
@@ -103,7 +113,7 @@ def train_job(job: Job, runner: StudyRunner, exp: Experiment, data: PreparedData
     if any(pruned):
         runner.prune(job, attrs)
         return
-    runner.complete(job, attrs["curves"][metric][-1], attrs)
+    runner.complete(job, {**static, **epoch_measures([h.epochs for h in histories])}, attrs)
 
 
 def run_builtin(runner: StudyRunner, exp: Experiment, data: PreparedData) -> None:

@@ -53,6 +53,7 @@ class _Running:
     since_best: int = 0
     bracket: int = 0  # successive halving / Hyperband: the trial's bracket and its rung decisions
     rungs: list[dict] = field(default_factory=list)
+    static: dict = field(default_factory=dict)  # measures the configuration alone decides (params, ...)
 
     def __post_init__(self) -> None:
         self.histories = [[] for _ in range(self.folds)]
@@ -90,6 +91,8 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
     from collections import deque
 
     from shoal.engine._packer import PeakMemory, default_budget, member_bytes
+    from shoal.study._builtin import static_of
+    from shoal.study._objectives import epoch_measures
 
     size = default_population_size(exp)
     workers = default_workers(exp, data.device)
@@ -110,6 +113,7 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
         halving.restore(runner.study.get_trials(deepcopy=False))
     cohort: list[tuple[int, int, int, float]] = []  # (trial, bracket, epoch, value) at a rung this round
     running: dict[int, _Running] = {}
+    statics: dict[int, dict] = {}  # asked trials' static measures, until they join a population
     waiting: deque = deque()  # asked, but their memory would exceed the budget: they go next
     used = {"bytes": 0}
     peak = {"members": 0, "estimate": 0, "observed": 0}  # recorded in the study at the end
@@ -137,6 +141,10 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
                 except ConfigError as exc:
                     runner.fail(job, str(exc))
                     continue
+                static = static_of(exp, cfg, data)
+                if not runner.admit(job, static):
+                    continue  # over a limit the configuration alone decides: recorded, not trained
+                statics[job.number] = static
                 waiting.append((job, cfg))
             # The memory budget decides K: a member that would overflow it waits for a free slot
             # (alone, it trains whatever its size: the budget never starves the study).
@@ -145,7 +153,7 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
             waiting.popleft()
             used["bytes"] += cost(cfg)
             peak["members"] = max(peak["members"], len(running) + 1)
-            running[job.number] = _Running(job, cfg, len(data.folds))
+            running[job.number] = _Running(job, cfg, len(data.folds), static=statics.pop(job.number, {}))
             if halving is not None:
                 running[job.number].bracket = halving.bracket(job.number)
                 job.trial.set_user_attr("bracket", running[job.number].bracket)
@@ -165,8 +173,9 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
             runner.fail(job, f"training diverged at epoch {epoch}: train loss {r.train_loss}, validation loss "
                              f"{r.val_loss} (learning rate {r.lr:.3g}); try a smaller learning rate", attrs)
             return
-        value = float(np.mean([getattr(r, exp.metric) for r in last]))
-        if runner.report(job, epoch, value, ask_pruner=halving is None):
+        measures = {**state.static, **epoch_measures([h[:epoch] for h in state.histories])}
+        value = measures.get(exp.objectives[0], math.nan)
+        if runner.report(job, epoch, measures, ask_pruner=halving is None):
             attrs = _attrs(state, data.device)
             leave(number)
             runner.prune(job, attrs)
@@ -180,7 +189,7 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
         if done:
             attrs = _attrs(state, data.device)
             leave(number)
-            runner.complete(job, value, attrs)
+            runner.complete(job, measures, attrs)
         elif halving is not None and epoch in halving.rungs(state.bracket) and math.isfinite(value):
             cohort.append((number, state.bracket, epoch, value))
 

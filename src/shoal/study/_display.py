@@ -18,11 +18,14 @@ KEY_PARAMS = ("optimizer", "lr", "batch_size", "depth", "width", "conv_layers", 
 class Progress:
     """A rich progress bar over trials: done / total, best so far, elapsed and time left."""
 
-    def __init__(self, total: int, direction: str, metric: str, *, console: Console | None = None,
+    def __init__(self, total: int, direction: str | list[str], metric: str, *, console: Console | None = None,
                  enabled: bool = True) -> None:
-        self.direction = direction
+        directions = [direction] if isinstance(direction, str) else list(direction)
+        self.direction = directions[0]
+        self.signs = [1.0 if d == "minimize" else -1.0 for d in directions]
         self.metric = metric
         self.best: float | None = None
+        self.front: list[tuple] = []  # several objectives: the non-dominated points so far (minimized)
         self.enabled = enabled
         self.failed = 0
         self.pruned = 0
@@ -62,7 +65,14 @@ class Progress:
             self.failed += 1
         elif trial.state == TrialState.PRUNED:
             self.pruned += 1
-        if trial.state != TrialState.COMPLETE or trial.value is None:
+        if trial.state != TrialState.COMPLETE or trial.values is None:
+            return
+        if any(v > 0 for v in trial.constraints.values()) or not all(math.isfinite(v) for v in trial.values):
+            return  # outside a limit: it is not a best
+        if len(self.signs) > 1:
+            p = tuple(s * v for s, v in zip(self.signs, trial.values))
+            if not any(_dominates(q, p) or q == p for q in self.front):
+                self.front = [q for q in self.front if not _dominates(p, q)] + [p]
             return
         better = self.best is None or (trial.value < self.best if self.direction == "minimize" else trial.value > self.best)
         if better:
@@ -75,6 +85,9 @@ class Progress:
         extra = "".join(
             f" [dim]{n} {what}[/]" for n, what in ((self.pruned, "pruned"), (self.failed, "failed")) if n
         )
+        if len(self.signs) > 1:
+            self._progress.update(self._task, best=f"Pareto front: [green]{len(self.front)}[/] trials{extra}")
+            return
         self._progress.update(self._task, best=f"best {self.metric}: [green]{best}[/]{extra}")
 
     def note(self, text: str) -> None:
@@ -97,6 +110,11 @@ class Progress:
             self._refresh()
 
 
+def _dominates(a: tuple, b: tuple) -> bool:
+    """``a`` is no worse than ``b`` everywhere and better somewhere (both minimized)."""
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if v == 0:
@@ -105,28 +123,43 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def trial_row(t: optuna.trial.FrozenTrial, params: list[str]) -> list[str]:
+def trial_row(t: optuna.trial.FrozenTrial, params: list[str], values: int = 1, acc: bool = True) -> list[str]:
     curves = t.user_attrs.get("curves", {})
-    acc = curves.get("val_acc", [])
+    acc_curve = curves.get("val_acc", [])
     config = t.user_attrs.get("config", t.params)
+    shown = list(t.values) if t.values is not None else [None] * values
     return [
         str(t.number),
-        "-" if t.value is None else _fmt(t.value),
-        _fmt(acc[-1]) if acc else "-",
+        *["-" if v is None else _fmt(v) for v in shown[:values]],
+        *([_fmt(acc_curve[-1]) if acc_curve else "-"] if acc else []),
         _fmt(t.user_attrs.get("seconds", math.nan)),
         *[_fmt(config[p]) if p in config else "" for p in params],
     ]
 
 
 def summary_table(study: optuna.Study, *, top: int = 5, metric: str = "value"):
-    """The best ``top`` complete trials as a rich Table, with their key parameters."""
+    """The best ``top`` complete trials as a rich Table, with their key parameters; with several
+    objectives, the Pareto front (up to ``max(top, 10)`` of its trials). Trials outside a limit
+    (constraints) are never listed as best."""
     from optuna.trial import TrialState
     from rich.table import Table
 
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    reverse = study.direction.name == "MAXIMIZE"
-    trials.sort(key=lambda t: t.value, reverse=reverse)
-    shown = trials[:top]
+    from shoal.study._objectives import feasible, objectives_of, pareto_front
+
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values is not None]
+    trials = [t for t in complete if feasible(t) and all(math.isfinite(v) for v in t.values)]
+    outside = len(complete) - len(trials)
+    note = f"; {outside} outside the limits" if outside else ""
+    if len(study.directions) > 1:
+        columns = objectives_of(study)
+        front = pareto_front(study)
+        shown = front[: max(top, 10)]
+        title = f"Pareto front: {len(front)} of {len(complete)} complete trials ({study.study_name}){note}"
+    else:
+        columns = [metric]
+        trials.sort(key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE")
+        shown = trials[:top]
+        title = f"best {len(shown)} of {len(complete)} complete trials ({study.study_name}){note}"
     names: list[str] = []
     for t in shown:
         for p in t.user_attrs.get("config", t.params):
@@ -134,9 +167,10 @@ def summary_table(study: optuna.Study, *, top: int = 5, metric: str = "value"):
                 names.append(p)
     names.sort(key=lambda p: (KEY_PARAMS.index(p) if p in KEY_PARAMS else len(KEY_PARAMS)))
     names = names[:6]
-    table = Table(title=f"best {len(shown)} of {len(trials)} complete trials ({study.study_name})")
-    for col in ("#", metric, "val_acc", "s", *names):
+    table = Table(title=title)
+    extra = ["val_acc"] if columns[0] != "val_acc" and len(columns) == 1 else []
+    for col in ("#", *columns, *extra, "s", *names):
         table.add_column(col, justify="right", no_wrap=True, min_width=3 if col == "#" else min(max(len(col), 6), 9))
     for t in shown:
-        table.add_row(*trial_row(t, names))
+        table.add_row(*trial_row(t, names, len(columns), acc=bool(extra)))
     return table

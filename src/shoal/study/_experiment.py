@@ -18,7 +18,7 @@ from shoal.study._strategies import check_pruner, check_strategy
 
 __all__ = ["Experiment", "load_experiment", "resolve_storage"]
 
-METRIC_DIRECTIONS = {"val_loss": "minimize", "val_acc": "maximize"}
+SINGLE_OBJECTIVE = ("cmaes", "coarse-to-fine", "pbt")  # they rank trials by one value
 ENGINES = ("auto", "population", "single")
 EXECUTORS = ("auto", "local", "processes", "ray")
 
@@ -51,7 +51,8 @@ class Experiment:
     strategy: str = "tpe"
     trials: int = 30
     epochs: int = 15
-    metric: str = "val_loss"
+    metric: str | list = "val_loss"  # one measure, or several ("val_acc,train_seconds"): see _objectives
+    constraints: list[str] | None = None  # limits such as "params<=100000"
     storage: str | None = None
     study: str | None = None
     seed: int = 0
@@ -86,8 +87,20 @@ class Experiment:
         self.validate()
 
     @property
+    def objectives(self) -> list[str]:
+        """The objective names, in the order of the study's values."""
+        return self.metric.split(",")
+
+    @property
+    def directions(self) -> list[str]:
+        from shoal.study._objectives import direction_of
+
+        return [direction_of(name) for name in self.objectives]
+
+    @property
     def direction(self) -> str:
-        return METRIC_DIRECTIONS[self.metric]
+        """The first objective's direction (the only one, unless the study is multi-objective)."""
+        return self.directions[0]
 
     @property
     def study_name(self) -> str:
@@ -106,10 +119,7 @@ class Experiment:
             preset(self.preset)  # raises the standard message
         check_strategy(self.strategy)
         check_pruner(self.pruner)
-        if self.metric not in METRIC_DIRECTIONS:
-            raise ConfigError(
-                f"The 'metric' setting must be one of {list(METRIC_DIRECTIONS)}. Got {self.metric!r} instead."
-            )
+        self._validate_objectives()
         for name, low in (("trials", 1), ("epochs", 1), ("grid_points", 2)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
@@ -154,6 +164,30 @@ class Experiment:
             if not any(_KINDS[k][0](value) for k in kinds if k != "None"):
                 wanted = " or ".join(_KINDS[k][1] for k in kinds)
                 raise ConfigError(f"The '{f.name}' setting must be {wanted}. Got {value!r} instead.")
+
+    def _validate_objectives(self) -> None:
+        """Objectives and limits by name; the strategies and pruners that can serve several objectives."""
+        from shoal.study._objectives import parse_constraints, parse_objectives
+
+        self.metric = ",".join(parse_objectives(self.metric))  # canonical: aliases resolved
+        if self.constraints is not None:
+            if isinstance(self.constraints, str):
+                self.constraints = [self.constraints]
+            if not isinstance(self.constraints, (list, tuple)):
+                raise ConfigError(f"The 'constraints' setting must be a list of limits such as 'params<=100000'. "
+                                  f"Got {self.constraints!r} instead.")
+            self.constraints = [c.key for c in parse_constraints(self.constraints)] or None
+        many = len(self.objectives) > 1
+        if many and self.strategy in SINGLE_OBJECTIVE:
+            raise ConfigError(f"The strategy {self.strategy!r} optimizes one value; this experiment has "
+                              f"{len(self.objectives)} objectives ({self.metric}). Use tpe, nsga2, gp, random, qmc or grid.")
+        if many and self.pruner != "none":
+            raise ConfigError(f"Optuna prunes single-objective studies only; this experiment has objectives "
+                              f"{self.metric}. Drop the pruner {self.pruner!r}, or keep one objective and move the "
+                              "others to --constraint limits.")
+        if self.constraints and self.strategy in ("cmaes", "coarse-to-fine", "pbt"):
+            raise ConfigError(f"The strategy {self.strategy!r} cannot steer away from infeasible configurations. "
+                              "Use tpe, nsga2 or gp with --constraint (random, qmc and grid record them too).")
 
     def _validate_strategy_settings(self) -> None:
         """Coarse-to-fine stages and PBT's schedule."""

@@ -13,7 +13,7 @@ import math
 import time
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -66,18 +66,24 @@ class StudyRunner:
         study: the Optuna study (already created or loaded).
         space: the search space each asked trial samples.
         trials: the total budget, counting trials already finished in the storage.
-        metric: the name of the value the study optimizes (for messages and attributes).
+        metric: the name of the value the study optimizes (for messages and attributes); several
+            objectives are comma-separated, in the order of the study's directions.
+        constraints: limits on measures (``shoal.study._objectives.Constraint``), checked when a
+            trial completes (and before training for what the configuration alone decides: ``admit``).
         seed: the study seed; each trial's training seed derives from it and the trial number.
         on_finish: called with each finished FrozenTrial (the progress display listens here).
     """
 
     def __init__(self, study: optuna.Study, space: Space, *, trials: int, metric: str = "value",
                  seed: int = 0, timeout: float | None = None,
-                 on_finish: Callable[[optuna.trial.FrozenTrial], None] | None = None, planner: Any = None) -> None:
+                 on_finish: Callable[[optuna.trial.FrozenTrial], None] | None = None, planner: Any = None,
+                 constraints: list | None = None) -> None:
         self.study = study
         self.space = space
         self.trials = trials
         self.metric = metric
+        self.objectives = metric.split(",")
+        self.constraints = list(constraints or [])
         self.seed = seed
         self.on_finish = on_finish
         self.deadline = time.monotonic() + timeout if timeout else None
@@ -220,22 +226,66 @@ class StudyRunner:
             jobs.append(self._start(self.study.ask()))
         return jobs
 
-    def report(self, job: Job, epoch: int, value: float, ask_pruner: bool = True) -> bool:
-        """Report the metric after ``epoch`` (1-based); True means the pruner says stop (asked only
-        with ``ask_pruner``: populations decide successive halving themselves)."""
+    def report(self, job: Job, epoch: int, value: float | Mapping[str, float], ask_pruner: bool = True) -> bool:
+        """Report the metric after ``epoch`` (1-based): a value, or the trial's measures by name;
+        True means the pruner says stop (asked only with ``ask_pruner``: populations decide
+        successive halving themselves). A multi-objective study records curves only: Optuna
+        keeps intermediate values and prunes for single-objective studies alone."""
+        if len(self.objectives) > 1:
+            return False
+        if isinstance(value, Mapping):
+            value = value.get(self.objectives[0])
         if value is None or not math.isfinite(value):
             return False
         job.trial.report(float(value), step=epoch)
         return ask_pruner and job.trial.should_prune()
+
+    def admit(self, job: Job, static: Mapping[str, float]) -> bool:
+        """Check the limits that the configuration alone decides (parameters, memory, latency)
+        before training; a configuration over one is recorded as infeasible (COMPLETE with the
+        worst values and its constraint values, so samplers rank it last) and not trained."""
+        broken = [c for c in self.constraints if c.measure in static and c.violation(static[c.measure]) > 0]
+        if not broken:
+            return True
+        reason = "; ".join(f"{c.measure} {static[c.measure]:.6g} breaks {c.key}" for c in broken)
+        worst = [math.inf if d.name == "MINIMIZE" else -math.inf for d in self.study.directions]
+        self._constrain(job, static, {"infeasible_before_training": reason})
+        self._attrs(job, {"measures": dict(static)})
+        self._tell(job, values=worst)
+        return False
+
+    def _constrain(self, job: Job, measures: Mapping[str, float], extra: Mapping[str, Any] | None = None) -> None:
+        if not self.constraints:
+            return
+        violations = {c.key: c.violation(measures.get(c.measure)) for c in self.constraints}
+        for key, v in violations.items():
+            job.trial.set_constraint(key, v)
+        job.trial.set_user_attr("violations", violations)
+        job.trial.set_user_attr("feasible", all(v <= 0 for v in violations.values()))
+        for key, v in (extra or {}).items():
+            job.trial.set_user_attr(key, v)
 
     def _attrs(self, job: Job, attrs: dict[str, Any] | None) -> None:
         job.trial.set_user_attr("seconds", round(time.perf_counter() - job.started, 4))
         for key, value in (attrs or {}).items():
             job.trial.set_user_attr(key, value)
 
-    def complete(self, job: Job, value: float, attrs: dict[str, Any] | None = None) -> None:
-        self._attrs(job, attrs)
-        self._tell(job, values=float(value))
+    def complete(self, job: Job, value: float | Sequence[float] | Mapping[str, float], attrs: dict[str, Any] | None = None) -> None:
+        """Tell a finished trial: its value, or its measures by name (recorded as the ``measures``
+        attribute; the objectives are picked from them, and limits are checked against them)."""
+        if not isinstance(value, Mapping):
+            self._attrs(job, attrs)
+            self._tell(job, values=[float(v) for v in value] if isinstance(value, (list, tuple)) else float(value))
+            return
+        measures = {k: float(v) for k, v in value.items() if v is not None}
+        missing = [name for name in self.objectives if name not in measures or not math.isfinite(measures[name])]
+        if missing:
+            self.fail(job, f"the trial has no finite value for the objective(s) {', '.join(missing)}",
+                      {**(attrs or {}), "measures": measures})
+            return
+        self._constrain(job, measures)
+        self._attrs(job, {**(attrs or {}), "measures": measures})
+        self._tell(job, values=[measures[name] for name in self.objectives])
 
     def prune(self, job: Job, attrs: dict[str, Any] | None = None) -> None:
         self._attrs(job, attrs)
@@ -290,16 +340,21 @@ class StudyRunner:
         while (job := self.ask()) is not None:
             try:
                 out = objective(job.config, job.trial) if n_args >= 2 else objective(job.config)
+                extra: dict[str, Any] = {}
                 if isinstance(out, dict):
-                    if self.metric not in out:
-                        raise ValueError(f"the objective returned a dict without the metric '{self.metric}'")
-                    extra = {k: v for k, v in out.items() if k != self.metric}
-                    out = out[self.metric]
-                else:
-                    extra = {}
-                value = float(out)
-                if not math.isfinite(value):
-                    raise ValueError(f"the objective returned {value}")
+                    missing = [name for name in self.objectives if name not in out]
+                    if missing:
+                        raise ValueError(f"the objective returned a dict without the metric '{missing[0]}'")
+                    extra = {k: v for k, v in out.items() if k not in self.objectives}
+                    out = [out[name] for name in self.objectives]
+                elif not isinstance(out, (list, tuple)):
+                    out = [out]
+                if len(out) != len(self.objectives):
+                    raise ValueError(f"the objective returned {len(out)} values for {len(self.objectives)} "
+                                     f"objective(s) ({', '.join(self.objectives)})")
+                values = [float(v) for v in out]
+                if not all(math.isfinite(v) for v in values):
+                    raise ValueError(f"the objective returned {values[0] if len(values) == 1 else values}")
             except optuna.TrialPruned:
                 self.prune(job)
                 continue
@@ -309,7 +364,7 @@ class StudyRunner:
             except Exception as exc:  # a failing trial is recorded and the study goes on
                 self.fail(job, f"{type(exc).__name__}: {exc}", {"traceback": traceback.format_exc()[-4000:]})
                 continue
-            self.complete(job, value, extra)
+            self.complete(job, values[0] if len(values) == 1 else values, extra)
 
 
 def _planned_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:

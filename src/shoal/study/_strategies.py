@@ -21,6 +21,7 @@ STRATEGIES = {
     "tpe": "Tree-structured Parzen Estimator (Bayesian, handles conditional parameters)",
     "gp": "Gaussian-process Bayesian optimization",
     "cmaes": "CMA-ES evolution strategy (categorical parameters sampled at random)",
+    "nsga2": "NSGA-II genetic algorithm, for several objectives (Pareto search) and constraints",
     "coarse-to-fine": "stages: a wide quasi-random search, then TPE in ranges narrowed around the best (--stages)",
     "pbt": "population-based training: the worst copy the best's weights and perturb their settings",
 }
@@ -90,6 +91,8 @@ def make_sampler(name: str, *, seed: int, space: Space | None = None, grid_point
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
                                               n_startup_trials=n_startup_trials)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, n_startup_trials * 2)))
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials,
                                          warn_independent_sampling=False)

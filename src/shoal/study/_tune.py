@@ -26,8 +26,9 @@ class TuneResult:
 
     Attributes:
         best_params: the best trial's full configuration (sampled and fixed values).
-        best_value: its metric value.
-        best_trial: the Optuna FrozenTrial.
+        best_value: its metric value (the first objective's, with several).
+        best_trial: the Optuna FrozenTrial (with limits: the best trial within them; with several
+            objectives: the Pareto-optimal trial best at the first objective).
         study: the Optuna study (for Optuna's own tools).
         experiment: the settings used (None for a user objective).
     """
@@ -38,31 +39,49 @@ class TuneResult:
     study: optuna.Study
     experiment: Experiment | None = None
 
+    @property
+    def pareto(self) -> list:
+        """The feasible Pareto front (several objectives), best first by the first objective; with
+        one objective, the best trial alone."""
+        from shoal.study._objectives import pareto_front
 
-def open_study(storage: Any, name: str, direction: str, sampler=None, pruner=None) -> optuna.Study:
+        return pareto_front(self.study)
+
+
+def open_study(storage: Any, name: str, direction: str | list[str], sampler=None, pruner=None) -> optuna.Study:
+    """Create or load a study; refuse one created with other directions (another metric)."""
     import optuna
 
     # shoal reports failures, storage faults and progress itself; Optuna's own warnings (a failed
     # trial's parameters, "falling back to a slower alternative" when a database is locked) would
     # only break its one-paragraph messages and the progress bar.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler,
+    directions = [direction] if isinstance(direction, str) else list(direction)
+    study = optuna.create_study(storage=storage, study_name=name, directions=directions, sampler=sampler,
                                 pruner=pruner, load_if_exists=True)
-    if study.direction.name.lower() != direction:
+    have = [d.name.lower() for d in study.directions]
+    if have != directions:
         raise ConfigError(
-            f"The study {name!r} in this storage was created to {study.direction.name.lower()} its value, "
-            f"but this run asks to {direction} it. Use another --study name, or the original metric."
+            f"The study {name!r} in this storage was created to {' and '.join(have)} its value(s), "
+            f"but this run asks to {' and '.join(directions)}. Use another --study name, or the original metric."
         )
     return study
 
 
 def _best(study: optuna.Study) -> tuple[dict | None, float | None, Any]:
+    """The best complete trial within every limit: by the value, or with several objectives by
+    the first one among the Pareto front (``TuneResult.pareto`` holds the whole front)."""
     from optuna.trial import TrialState
+
+    from shoal.study._objectives import pareto_front
 
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return None, None, None
-    best = study.best_trial
-    return dict(best.user_attrs.get("config", best.params)), best.value, best
+    front = pareto_front(study)
+    if not front:
+        return None, None, None
+    best = front[0]
+    return dict(best.user_attrs.get("config", best.params)), best.values[0], best
 
 
 def _experiment_from(experiment: str | Experiment | None, settings: Mapping[str, Any]) -> Experiment:
@@ -123,7 +142,7 @@ def tune(
             "or pick the other metric."
         )
     tuned_space, data, engine, body = _plan(exp, space)
-    return _run(exp, tuned_space, exp.direction, exp.metric, lambda runner: body(runner, exp, data),
+    return _run(exp, tuned_space, exp.directions, exp.metric, lambda runner: body(runner, exp, data),
                 progress, console, attrs={"data_description": data.description, "device": data.device, "engine": engine})
 
 
@@ -226,9 +245,14 @@ def _tune_objective(objective, space, exp, direction, progress, console) -> Tune
         )
     space = space.copy().update(exp.params)
     direction = direction or "minimize"
-    if direction not in ("minimize", "maximize"):
-        raise ConfigError(f"The 'direction' must be 'minimize' or 'maximize'. Got {direction!r} instead.")
-    metric = "value"
+    directions = [direction] if isinstance(direction, str) else list(direction)
+    if not directions or any(d not in ("minimize", "maximize") for d in directions):
+        raise ConfigError(f"The 'direction' must be 'minimize' or 'maximize' (or a list of them, one per value "
+                          f"the objective returns). Got {direction!r} instead.")
+    metric = "value" if len(directions) == 1 else ",".join(f"value{i}" for i in range(len(directions)))
+    if len(directions) > 1 and (exp.strategy in ("pbt", "cmaes", "coarse-to-fine") or exp.pruner != "none"):
+        raise ConfigError(f"Several objectives need a strategy that handles them (tpe, nsga2, gp, random, qmc, "
+                          f"grid) and no pruner; got strategy {exp.strategy!r}, pruner {exp.pruner!r}.")
     if exp.study is None:
         exp.study = getattr(objective, "__name__", "objective")
     from shoal.study._fidelity import FunctionPool, has_fidelity, run_fidelity
@@ -248,7 +272,7 @@ def _tune_objective(objective, space, exp, direction, progress, console) -> Tune
     else:
         def body(runner):
             runner.run_objective(objective)
-    return _run(exp, space, direction, metric, body, progress, console,
+    return _run(exp, space, directions, metric, body, progress, console,
                 attrs={"objective": getattr(objective, "__qualname__", repr(objective))})
 
 
@@ -308,7 +332,7 @@ def _storage_faults(run: Callable) -> Callable:
 
 
 @_storage_faults
-def _run(exp: Experiment, space: Space, direction: str, metric: str, body: Callable, progress: bool,
+def _run(exp: Experiment, space: Space, direction: str | list[str], metric: str, body: Callable, progress: bool,
          console: Console | None, attrs: Mapping[str, Any]) -> TuneResult:
     from shoal.study._display import Progress
     from shoal.study._runner import StudyRunner
@@ -330,10 +354,12 @@ def _run(exp: Experiment, space: Space, direction: str, metric: str, body: Calla
         size = space.grid_size(exp.grid_points)
         trials = min(trials, size)
     storage = resolve_storage(exp.storage)
-    study = open_study(storage, exp.study_name, direction, sampler, pruner)
+    objectives = metric.split(",")
+    directions = [direction] if isinstance(direction, str) else list(direction)
+    study = open_study(storage, exp.study_name, directions, sampler, pruner)
     study.set_user_attr("shoal", {**{k: v for k, v in exp.to_dict().items() if k != "params"},
                                   **({"params": exp.params} if _plain(exp.params) else {}),
-                                  "metric": metric, "space": space.describe(), **attrs})
+                                  "metric": objectives[0], "objectives": objectives, "space": space.describe(), **attrs})
     if warm is not None:
         _warm.enqueue(study, space, warm)
     shown = trials
@@ -348,8 +374,10 @@ def _run(exp: Experiment, space: Space, direction: str, metric: str, body: Calla
 
         planner = StagePlanner(study, space, parse_stages(exp.stages, trials), seed=exp.seed,
                                top_fraction=exp.top_fraction, grid_points=exp.grid_points, on_stage=display.stage)
+    from shoal.study._objectives import parse_constraints
+
     runner = StudyRunner(study, space, trials=trials, metric=metric, seed=exp.seed, timeout=exp.timeout,
-                         on_finish=display.finished, planner=planner)
+                         on_finish=display.finished, planner=planner, constraints=parse_constraints(exp.constraints))
     display.resume(study, done=runner.finished_count())
     logging.getLogger("shoal").info("study %s: %d trials finished before this run", study.study_name,
                                     runner.finished_count())
