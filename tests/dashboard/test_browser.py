@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import REPO, subprocess_env
 from tests.dashboard.conftest import XSS, XSS_PARAM
+from tests.report.conftest import MULTI_FRONT, build_multi_study
 
 CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "") if p and os.path.exists(p)),
                 None)
@@ -88,6 +89,7 @@ def test_study_page_curve_and_lr_change_in_chromium(tmp_path, processes):
     x = optuna.create_study(storage=f"sqlite:///{db}", study_name=XSS)
     x.add_trial(create_trial(state=TrialState.COMPLETE, value=1.0,
                              user_attrs={"config": {XSS_PARAM: XSS}, "curves": {"val_loss": [2.0, 1.0]}}))
+    build_multi_study(db)  # a multi-objective study with limits: its page draws the front
 
     dash = subprocess.Popen([sys.executable, "-m", "shoal", "dashboard", "-s", str(db), "--port", "0"], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -136,6 +138,14 @@ def test_study_page_curve_and_lr_change_in_chromium(tmp_path, processes):
         page.wait_for_function("() => document.getElementById('config').tBodies[0].rows.length > 0", timeout=20000)
         assert page.inner_text("#config tbody tr td:nth-child(1)") == XSS_PARAM
         page.screenshot(path=str(ARTIFACTS / "escaped.png"), full_page=True)
+
+        page.goto(f"{base}study?study=multi")
+        page.wait_for_function("() => document.getElementById('front').tBodies[0].rows.length > 0", timeout=20000)
+        assert page.evaluate("() => [...document.querySelectorAll('#front tbody tr')].map(r => r.cells[0].textContent)"
+                             ) == [str(n) for n in MULTI_FRONT]
+        assert page.evaluate("() => document.getElementById('fig-pareto').data.length") == 3
+        assert "2 infeasible trials (limits: params<=100000)" in page.inner_text("#constraints")
+        page.screenshot(path=str(ARTIFACTS / "pareto.png"), full_page=True)
         browser.close()
     assert dialogs == [] and errors == []
 

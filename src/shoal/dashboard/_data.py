@@ -132,8 +132,38 @@ def _trials(src: Source, study: optuna.Study) -> tuple[list[TrialInfo], dict[int
 
 
 def _metric(study: optuna.Study) -> str:
+    return _objectives(study)[0]
+
+
+def _objectives(study: optuna.Study) -> list[str]:
+    """The objectives' names in the order of the values (the first is the "metric")."""
+    from shoal.report._load import objective_names
+
     settings = study.user_attrs.get("shoal") or {}
-    return str(settings.get("metric", "value")) if isinstance(settings, dict) else "value"
+    return objective_names(settings if isinstance(settings, dict) else {}, len(study.directions))
+
+
+def _standing(trials: list, directions: list[str]) -> tuple[int | None, float | None, int | None]:
+    """From Optuna's trials: the best feasible trial and its value (one objective), or the size of the
+    feasible Pareto front (several): what ``best_trial`` / ``best_trials`` answer, without reading the
+    storage again. (A study summary's best trial ignores constraints.)"""
+    from shoal.report._load import _feasible
+    from shoal.report._sections import pareto_mask
+    from shoal.report._sql import constraints_from
+
+    points = []
+    for t in trials:
+        if t.state.name != "COMPLETE" or t.values is None or not all(math.isfinite(v) for v in t.values):
+            continue
+        if _feasible(constraints_from(t.system_attrs), t.user_attrs) is not False:
+            points.append(t)
+    if len(directions) > 1:
+        return None, None, sum(pareto_mask([list(t.values) for t in points], directions))
+    if not points:
+        return None, None, None
+    sign = -1.0 if directions[0] == "maximize" else 1.0
+    best = min(points, key=lambda t: (sign * t.values[0], t.number))
+    return best.number, best.values[0], None
 
 
 def _parent(t: TrialInfo) -> int | None:
@@ -162,18 +192,19 @@ def study_list(src: Source) -> list[dict[str, Any]]:
     import optuna
 
     out = []
-    for s in optuna.get_all_study_summaries(src.storage, include_best_trial=True):
+    for s in optuna.get_all_study_summaries(src.storage, include_best_trial=False):
         study = optuna.load_study(study_name=s.study_name, storage=src.storage)
         states: dict[str, int] = {}
-        for t in study.get_trials(deepcopy=False):
+        trials = study.get_trials(deepcopy=False)
+        for t in trials:
             states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
-        best = s.best_trial
-        single = len(s.directions) == 1
+        directions = [d.name.lower() for d in s.directions]
+        objectives = _objectives(study)
+        best_trial, best_value, front = _standing(trials, directions)
         out.append({
-            "name": s.study_name, "direction": s.directions[0].name.lower() if single else "multi-objective",
-            "trials": s.n_trials, "states": states, "metric": _metric(study),
-            "best_value": best.value if best is not None and single else None,
-            "best_trial": best.number if best is not None and single else None,
+            "name": s.study_name, "direction": ", ".join(directions), "directions": directions,
+            "trials": s.n_trials, "states": states, "metric": ", ".join(objectives), "objectives": objectives,
+            "best_value": best_value, "best_trial": best_trial, "front_size": front,
             "mode": (study.user_attrs.get("shoal") or {}).get("mode") if isinstance(study.user_attrs.get("shoal"), dict) else None,
             "started": s.datetime_start.isoformat() if s.datetime_start else None,
         })
@@ -184,15 +215,15 @@ def study_view(src: Source, name: Any, max_curves: int = 200) -> dict[str, Any]:
     """One study: states, best so far, the history and learning-curve figures (running trials' curves
     from their intermediate values), the best configurations, stages, and the running trials."""
     from shoal.report._data import GapRules, Importance, ParamData, ReportData
-    from shoal.report._html import _curves_fig, _history_fig, _lineage_fig
-    from shoal.report._sections import best_row, curve_set, history, lineage_data, stage_rows
+    from shoal.report._html import _curves_fig, _history_fig, _lineage_fig, _pareto_fig, _pareto_matrix_fig
+    from shoal.report._sections import (best_row, curve_set, history, infeasible_rows, lineage_data, pareto_data,
+                                        stage_rows)
 
     study = src.study(name)
-    if len(study.directions) != 1:
-        raise ConfigError(f"The study {name!r} has {len(study.directions)} objectives; the dashboard shows "
-                          "single-objective studies (optuna-dashboard shows the others).")
-    metric = _metric(study)
-    direction = study.direction.name.lower()
+    # A multi-objective study: its front, plus everything else by the first objective.
+    directions = [d.name.lower() for d in study.directions]
+    objectives = _objectives(study)
+    metric, direction = objectives[0], directions[0]
     maximize = direction == "maximize"
     trials, live = _trials(src, study)
     for t in trials:  # a running trial's curve so far: its reported metric per epoch
@@ -202,24 +233,35 @@ def study_view(src: Source, name: Any, max_curves: int = 200) -> dict[str, Any]:
     for t in trials:
         states[t.state] = states.get(t.state, 0) + 1
     complete = [t for t in trials if t.value is not None]
-    ranked = sorted(complete, key=lambda t: -t.value if maximize else t.value)
+    ranked = sorted((t for t in complete if t.feasible is not False), key=lambda t: -t.value if maximize else t.value)
     color_by = "lr" if any("lr" in t.config for t in trials) else None
     curves = curve_set(trials, ranked, metric, color_by, max_curves)
     for t in trials:
         t.parent = _parent(t)
+    settings = dict(study.user_attrs.get("shoal") or {})
+    limits = settings.get("constraints")
     data = ReportData(
-        study_name=study.study_name, direction=direction, metric=metric,
-        settings=dict(study.user_attrs.get("shoal") or {}), states=states, trials=trials,
-        history=history(trials, maximize), curves=curves,
+        study_name=study.study_name, direction=direction, metric=metric, settings=settings, states=states,
+        trials=trials, history=history(trials, maximize), curves=curves,
         params=ParamData([], [], [], {}, {}, {}, {}), importance=Importance("", {}, "not computed live"),
         contour=None, contour_reason="", best=[best_row(t) for t in ranked[:10]], gaps=[], gap_rules=GapRules(),
         stages=stage_rows(trials, maximize), lineage=lineage_data(trials), timing=None,
+        objectives=objectives, directions=directions,
+        pareto=pareto_data(trials, objectives, directions) if len(directions) > 1 else None,
+        constraints=[str(c) for c in limits] if isinstance(limits, (list, tuple)) else [],
+        constrained=any(t.feasible is not None for t in trials), infeasible=infeasible_rows(trials),
     )
     figures = {}
-    for key, make in (("history", _history_fig), ("curves", _curves_fig), ("lineage", _lineage_fig)):
+    # Plain hover text (html_text=False): escape_figure escapes every text of the figure.
+    for key, make in (("history", _history_fig), ("curves", _curves_fig), ("lineage", _lineage_fig),
+                      ("pareto", lambda d: _pareto_fig(d, html_text=False)),
+                      ("pareto_matrix", lambda d: _pareto_matrix_fig(d, html_text=False))):
         fig = make(data)
         if fig is not None:
             figures[key] = escape_figure(fig)
+    p = data.pareto
+    front = [] if p is None else [{"number": n, "values": v, "config": p.configs.get(n, {})}
+                                  for n, v in p.front_values().items()]
     h = data.history
     best = ranked[0] if ranked else None
     running = [{"number": t.number, "epoch": _epoch_of(t, live), "config": t.config,
@@ -227,10 +269,16 @@ def study_view(src: Source, name: Any, max_curves: int = 200) -> dict[str, Any]:
                for t in trials if t.state == "running"]
     return clean({
         "name": study.study_name, "direction": direction, "metric": metric, "states": states,
+        "objectives": objectives, "directions": directions,
         "trials": len(trials), "settings": data.settings,
-        "best": None if best is None else {"number": best.number, "value": best.value, "config": best.config},
+        "best": None if best is None else {"number": best.number, "value": best.value, "values": best.values,
+                                           "config": best.config},
         "best_so_far": {"numbers": h.numbers, "values": h.best},
-        "top": [{"number": b.number, "value": b.value, "val_acc": b.val_acc, "seconds": b.seconds,
+        "front": front,
+        "constrained": data.constrained, "constraints": data.constraints,
+        "infeasible": [{"number": r.number, "values": r.values, "violations": r.violations, "reason": r.reason}
+                       for r in data.infeasible],
+        "top": [{"number": b.number, "value": b.value, "values": b.values, "val_acc": b.val_acc, "seconds": b.seconds,
                  "epochs": b.epochs_run, "config": b.config} for b in data.best],
         "stages": [{"stage": s.stage, "trials": s.trials, "complete": s.complete, "best_value": s.best_value,
                     "best_trial": s.best_number} for s in data.stages],
@@ -387,7 +435,9 @@ def trial_view(src: Source, name: Any, number: Any) -> dict[str, Any]:
     curves = {k: v for k, v in t.curves.items() if isinstance(v, list)}
     return clean({
         "study": study.study_name, "number": number, "state": t.state, "value": t.value,
-        "metric": _metric(study), "config": t.config, "params": t.params, "seed": a.get("seed"),
+        "metric": _metric(study), "objectives": _objectives(study), "values": t.values, "feasible": t.feasible,
+        "constraints": t.constraints, "measures": a.get("measures") if isinstance(a.get("measures"), dict) else None,
+        "infeasible_before_training": a.get("infeasible_before_training"), "config": t.config, "params": t.params, "seed": a.get("seed"),
         "seconds": t.seconds, "epochs_run": t.epochs_run, "epoch": _epoch_of(t, live), "device": a.get("device"),
         "engine": a.get("engine"), "stage": t.stage, "fail_reason": t.fail_reason,
         "intermediate": {"epochs": sorted(iv), "values": [iv[k] for k in sorted(iv)]},

@@ -294,10 +294,13 @@ def _pareto_fig(d: ReportData, html_text: bool = True) -> dict | None:
         traces.append(points(bad, "infeasible", {"size": 7, "color": INFEASIBLE, "symbol": "x"}))
     if p.front:
         front = sorted(p.front, key=lambda n: (p.values[at[n]][1], n))
-        # x minimized: each front point holds until the next, cheaper-to-better step ("hv"); maximized: "vh".
-        shape = "hv" if p.directions[1] == "minimize" else "vh"
-        traces.append(points(front, f"Pareto front ({len(front)})", {"size": 10, "color": FRONT},
-                             mode="lines+markers", line={"shape": shape, "color": FRONT, "width": 2}))
+        if len(p.objectives) == 2:
+            # x minimized: each front point holds until the next, cheaper-to-better step ("hv"); maximized: "vh".
+            shape = "hv" if p.directions[1] == "minimize" else "vh"
+            traces.append(points(front, f"Pareto front ({len(front)})", {"size": 10, "color": FRONT},
+                                 mode="lines+markers", line={"shape": shape, "color": FRONT, "width": 2}))
+        else:  # a front in 3+ objectives is no staircase in two of them: points only
+            traces.append(points(front, f"Pareto front ({len(front)}, all objectives)", {"size": 10, "color": FRONT}))
     xs = [v[1] for v in p.values]
     ys = [v[0] for v in p.values]
     return {"data": traces, "layout": _layout(

@@ -56,6 +56,19 @@ function configText(cfg) {
   return Object.entries(cfg).map(([k, v]) => k + "=" + fmt(v)).join(", ");
 }
 
+// "val_loss, minimized" or "val_acc (maximize), train_seconds (minimize)".
+function objectivesText(d) {
+  if (!d.objectives || d.objectives.length < 2) return d.metric + ", " + d.direction + "d";
+  return d.objectives.map((o, i) => o + " (" + d.directions[i] + ")").join(", ");
+}
+
+// A header row of plain text cells.
+function setHead(table, names) {
+  const head = el("tr");
+  for (const h of names) head.appendChild(el("th", h));
+  table.tHead.replaceChildren(head);
+}
+
 function draw(id, fig) {
   const div = $(id);
   if (!div) return;
@@ -106,7 +119,8 @@ function indexPage() {
     $("empty").hidden = data.studies.length > 0;
     fillRows($("studies"), data.studies.map((s) => [
       link(s.name, studyHref(s.name)), s.mode || "tune", s.direction, s.metric, s.trials,
-      Object.entries(s.states).map(([k, v]) => v + " " + k).join(", "), s.best_value,
+      Object.entries(s.states).map(([k, v]) => v + " " + k).join(", "),
+      s.front_size !== null && s.front_size !== undefined ? s.front_size + " on the Pareto front" : s.best_value,
       s.best_trial === null ? "-" : link(String(s.best_trial), trialHref(s.name, s.best_trial)),
       s.started ? s.started.replace("T", " ").slice(0, 19) : "-",
     ]));
@@ -124,18 +138,41 @@ function studyPage() {
       api("/api/population?study=" + encodeURIComponent(name)),
     ]);
     const states = Object.entries(d.states).map(([k, v]) => v + " " + k).join(", ");
-    $("summary").textContent = d.trials + " trials (" + (states || "none") + "); " + d.metric + ", " + d.direction + "d.";
+    $("summary").textContent = d.trials + " trials (" + (states || "none") + "); " + objectivesText(d) + ".";
+    const multi = d.objectives.length > 1;
     const best = $("best");
     if (d.best) {
       best.replaceChildren(
         el("p", null),
         el("p", "config: " + configText(d.best.config), "note"),
       );
-      best.firstChild.append("best " + d.metric + " ", el("strong", fmt(d.best.value)), " in trial ",
+      best.firstChild.append("best " + (d.constrained ? "feasible " : "") + d.metric + (multi ? " (the first objective) " : " "),
+                             el("strong", fmt(d.best.value)), " in trial ",
                              link(String(d.best.number), trialHref(name, d.best.number)));
       best.firstChild.id = "best-value";
+      if (multi) best.append(el("p", d.front.length + " trials on the Pareto front (below).", "note"));
     } else {
-      best.replaceChildren(el("p", "No trial has completed yet.", "empty"));
+      best.replaceChildren(el("p", d.constrained && d.trials ? "No feasible trial has completed yet." : "No trial has completed yet.", "empty"));
+    }
+    const cons = $("constraints");
+    cons.hidden = !d.constrained;
+    if (d.constrained) {
+      const before = d.infeasible.filter((r) => r.reason).length;
+      cons.textContent = d.infeasible.length + " infeasible trials" + (d.constraints.length ? " (limits: " + d.constraints.join(", ") + ")" : "") +
+        (before ? ", " + before + " of them stopped before training" : "") + (d.infeasible.length ? ": " +
+        d.infeasible.slice(-10).map((r) => r.number + " (" + (Object.entries(r.violations).map(([k, v]) => k + " +" + fmt(v)).join(", ") || r.reason) + ")").join(", ") : "") + ".";
+    }
+    $("pareto").hidden = !multi;
+    if (multi) {
+      $("pareto-note").textContent = d.front.length + " trials on the front: feasible, and no other feasible trial is as good in " +
+        "every objective and better in one. " + d.objectives[0] + " against " + d.objectives[1] + "; infeasible trials in grey.";
+      draw("fig-pareto", d.figures.pareto);
+      draw("fig-pareto-matrix", d.figures.pareto_matrix);
+      const fkeys = [];
+      for (const f of d.front) for (const k of Object.keys(f.config || {})) if (!fkeys.includes(k)) fkeys.push(k);
+      setHead($("front"), ["#", ...d.objectives, ...fkeys]);
+      fillRows($("front"), d.front.map((f) => [link(String(f.number), trialHref(name, f.number)), ...f.values,
+                                               ...fkeys.map((k) => (f.config || {})[k])]));
     }
     $("curves-note").textContent = d.curves_note;
     $("curves-empty").hidden = draw("fig-curves", d.figures.curves) !== false;
@@ -147,11 +184,11 @@ function studyPage() {
     const top = $("top");
     const keys = [];
     for (const b of d.top) for (const k of Object.keys(b.config || {})) if (!keys.includes(k)) keys.push(k);
-    const head = el("tr");
-    for (const h of ["#", d.metric, "val_acc", "seconds", "epochs", ...keys]) head.appendChild(el("th", h));
-    top.tHead.replaceChildren(head);
-    fillRows(top, d.top.map((b) => [link(String(b.number), trialHref(name, b.number)), b.value, b.val_acc, b.seconds,
-                                    b.epochs, ...keys.map((k) => (b.config || {})[k])]));
+    const objs = multi ? d.objectives : [d.metric];
+    const acc = objs.includes("val_acc") ? [] : ["val_acc"];
+    setHead(top, ["#", ...objs, ...acc, "seconds", "epochs", ...keys]);
+    fillRows(top, d.top.map((b) => [link(String(b.number), trialHref(name, b.number)), ...(multi ? b.values : [b.value]),
+                                    ...(acc.length ? [b.val_acc] : []), b.seconds, b.epochs, ...keys.map((k) => (b.config || {})[k])]));
     fillRows($("stages"), d.stages.map((s) => [fmt(s.stage), s.trials, s.complete, s.best_value, s.best_trial]));
     // population
     const kinds = { pbt: "Population-based training: members by slot over epochs; dotted lines are copies.",
@@ -230,8 +267,11 @@ function trialPage() {
   poll(async () => {
     const t = await api("/api/trial?study=" + encodeURIComponent(name) + "&trial=" + number);
     const last = t.intermediate.values.length ? t.intermediate.values[t.intermediate.values.length - 1] : null;
-    const bits = [t.state, t.metric + " " + fmt(t.value !== null ? t.value : last) + (t.value === null && last !== null ? " (last epoch)" : ""),
-                  "epoch " + t.epoch];
+    const bits = [t.state];
+    if (t.objectives.length > 1 && t.values.length) bits.push(t.objectives.map((o, i) => o + " " + fmt(t.values[i])).join(", "));
+    else bits.push(t.metric + " " + fmt(t.value !== null ? t.value : last) + (t.value === null && last !== null ? " (last epoch)" : ""));
+    bits.push("epoch " + t.epoch);
+    if (t.feasible === false) bits.push("infeasible" + (t.infeasible_before_training ? " (not trained: " + t.infeasible_before_training + ")" : ""));
     if (t.seconds !== null) bits.push(fmt(t.seconds) + " s");
     if (t.device) bits.push(t.device);
     if (t.fail_reason) bits.push("failed: " + t.fail_reason);
