@@ -156,6 +156,11 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
                           "coefficient is left in the space. Open one up with -p lr=1e-4:1e-1:log.")
     maximize = exp.direction == "maximize" if maximize is None else maximize
     metric = metric or exp.metric
+    from shoal.engine import EpochRecord
+
+    if data is not None and metric not in EpochRecord.__dataclass_fields__:
+        raise ConfigError(f"PBT ranks members by a measure of their last epoch; {metric!r} is not one. Use "
+                          "val_loss, val_acc, val_balanced_acc, val_f1, val_r2 or val_mse.")
     device, engine = (data.device, "population") if data is not None else ("cpu", "objective")
     norm = normalize if data is not None else dict  # a user objective gets its config as sampled
     study = runner.study
@@ -248,7 +253,12 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
                 checkpoint()
         for m in members:
             pool.remove(_key(m))
-            runner.complete(m.job, getattr(m.history[-1], metric), attrs_of(m))
+            value = getattr(m.history[-1], metric)
+            if data is not None:  # built-in models: every measure of the member's whole history
+                from shoal.study._objectives import epoch_measures
+
+                value = {**epoch_measures([m.history]), metric: value}
+            runner.complete(m.job, value, attrs_of(m))
         members = []
         ckpt.unlink(missing_ok=True)
     except KeyboardInterrupt:
