@@ -99,6 +99,7 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
     budget = int(exp.memory_mb * 2**20) if exp.memory_mb else default_budget(data.device)
     # On Ray the cluster decides the device ("auto": its GPUs if any) and, unless asked, the workers.
     remote = exp.executor in ("ray", "processes")
+    builtin = pool is None
     if pool is None:
         pool = make_pool(exp.preset, data.folds, exp.device if exp.executor == "ray" else data.device,
                          exp.workers if remote else workers, executor=exp.executor, address=exp.address)
@@ -141,7 +142,9 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
                 except ConfigError as exc:
                     runner.fail(job, str(exc))
                     continue
-                static = static_of(exp, cfg, data)
+                # measures the configuration decides: the built-in model's, or what the pool says
+                static = pool.static_measures(cfg) if hasattr(pool, "static_measures") else \
+                    static_of(exp, cfg, data) if builtin else {}
                 if not runner.admit(job, static):
                     continue  # over a limit the configuration alone decides: recorded, not trained
                 statics[job.number] = static
