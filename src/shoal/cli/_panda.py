@@ -21,6 +21,11 @@ PlateauOpt = Annotated[Optional[str], typer.Option(
     help="Reduce-on-plateau: 'patience,factor' (3,0.5: halve the lr after 3 epochs without a lower val loss).")]
 PollOpt = Annotated[float, typer.Option(help="Seconds between reads of the control channel (0: every step).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No live view.")]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    help="Your nn.Module class or builder instead of the preset: 'module:Name' or 'file.py:Name'.")]
+ObjectiveOpt = Annotated[Optional[str], typer.Option(
+    help="Your fidelity objective fn(config, epochs, state) -> (value, state), called once per epoch: "
+         "'module:fn' or 'file.py:fn'.")]
 
 
 def _params(param: list[str] | None) -> dict:
@@ -57,6 +62,8 @@ def babysit(
     new: Annotated[bool, typer.Option("--new", help="Start a new trial even if one with these settings was interrupted.")] = False,
     poll: PollOpt = 0.2,
     quiet: QuietOpt = False,
+    model: ModelOpt = None,
+    objective: ObjectiveOpt = None,
 ) -> None:
     """Train one configuration with a live view; steer it with `shoal control` from another terminal.
 
@@ -69,7 +76,7 @@ def babysit(
     how = False if new else (trial if trial is not None else (True if resume else None))
     r = run(data=data, preset=preset, params=_params(param), epochs=epochs, seed=seed, metric=metric,
             storage=storage, study=study, device=device, val_fraction=val_fraction, plateau=plateau, paused=paused,
-            resume=how, poll=poll, progress=not quiet, console=console)
+            resume=how, poll=poll, progress=not quiet, console=console, model=model, objective=objective)
     _report(r)
 
 
@@ -85,12 +92,18 @@ def fork(
     paused: Annotated[bool, typer.Option("--paused", help="Start paused.")] = False,
     poll: PollOpt = 0.2,
     quiet: QuietOpt = False,
+    model: ModelOpt = None,
+    objective: ObjectiveOpt = None,
 ) -> None:
-    """Start a new trial from a babysat trial's checkpoint with edited training settings (-p lr=0.001)."""
+    """Start a new trial from a babysat trial's checkpoint with edited training settings (-p lr=0.001).
+
+    A trial of your model or objective is forked with the same code (imported by the path it was
+    started with; --model / --objective give it again)."""
     from shoal.panda import fork as run
 
     r = run(trial=trial, epoch=epoch, params=_params(param), epochs=epochs, storage=storage, study=study,
-            plateau=plateau, paused=paused, poll=poll, progress=not quiet, console=console)
+            plateau=plateau, paused=paused, poll=poll, progress=not quiet, console=console, model=model,
+            objective=objective)
     _report(r)
 
 

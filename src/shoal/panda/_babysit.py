@@ -4,6 +4,11 @@ A babysat trial records what a tuned trial records (config, curves, seed, second
 device, engine "single") plus ``events`` (each applied command and plateau decision, with its epoch
 and step), ``lineage`` (for forks: parent trial, parent epoch, changes) and ``panda`` (the settings a
 resume or fork needs, and where its checkpoints are).
+
+The model is a preset, the user's ``nn.Module`` (``model=``: trained by the same step loop), or the
+user's fidelity objective (``objective=fn(config, epochs, state) -> (value, state)``: one call per
+epoch, commands between epochs, its state checkpointed). A resume or fork finds the user's code by
+its import path (kept in the trial's settings), or takes it again as ``model=`` / ``objective=``.
 """
 
 from __future__ import annotations
@@ -113,6 +118,8 @@ def babysit(
     progress: bool = True,
     console: Console | None = None,
     on_epoch: Callable[[EpochRecord], bool | None] | None = None,
+    model: Any = None,
+    objective: Callable[..., Any] | str | None = None,
 ) -> PandaResult:
     """Train one configuration as a trial of a study, with a live view and live control.
 
@@ -129,6 +136,11 @@ def babysit(
         poll: seconds between reads of the control channel (0: before every step).
         progress: show the live view.
         on_epoch: called after each epoch (and its checkpoint) with its record; True stops.
+        model: the user's ``nn.Module`` class or builder (or its ``"module:Name"`` path) instead of the
+            preset; ``params`` holds its arguments and the training keys.
+        objective: the user's fidelity objective ``fn(config, epochs, state=None) -> (value, state)``
+            (or ``"module:fn"``), called one epoch at a time with ``params`` as its config; its value
+            is the validation loss (or a dict with ``val_loss``, ``val_acc``...). No data is loaded.
 
     Returns:
         PandaResult with the trial number, state, history and events.
@@ -147,30 +159,34 @@ def babysit(
     settings = {"data": data, "preset": preset, "epochs": epochs, "seed": seed, "metric": metric, "device": device,
                 "val_fraction": val_fraction, "target": target, "study": study, "storage": storage}
     exp = _experiment(settings)
-    params = check_params(params)
+    kind, code, config = _user_code(model, objective, params)
     plateau_obj = Plateau.parse(plateau)
-    from shoal.engine import normalize
-
-    config = normalize(params)
-    name = _study_name(exp)
-    prepared = prepare_data(exp)  # everything that can fail on user input runs before the storage is touched
+    name = exp.study if exp.study else _default_name(exp, kind, code)
+    # everything that can fail on user input runs before the storage is touched
+    prepared = prepare_data(exp) if kind != "objective" else None
     st = open_study(resolve_storage(storage), name, exp.direction)
     _study_attrs(st, exp)
     settings = {k: v for k, v in settings.items() if k not in ("storage", "study")}
     settings.update(study=name, plateau=None if plateau_obj is None else [plateau_obj.patience, plateau_obj.factor],
                     checkpoints=str(checkpoint_root(storage)))
+    if kind != "preset":  # preset trials keep the settings they always had (their resumes compare them)
+        from shoal.panda._usercode import import_path
+
+        settings.update(kind=kind, code=import_path(code), code_keys=sorted(params or {}))
     target_trial = _pick_resume(st, resume, config, settings)
     if target_trial is not None:
         same = target_trial.user_attrs["panda"]["settings"] == settings
-        return _resume(st, target_trial, prepared if same else None, poll=poll, progress=progress, console=console, on_epoch=on_epoch)
-    trainer = _trainer(config, prepared, settings, plateau_obj)
+        return _resume(st, target_trial, prepared if same else None, poll=poll, progress=progress, console=console,
+                       on_epoch=on_epoch, code=code)
+    trainer = _trainer(config, prepared, settings, plateau_obj, code=code)
     trainer.paused = paused
     if paused:
         trainer.event("pause", None, source="start")
     trial = st.ask()
     folder = trial_folder(settings["checkpoints"], name, trial.number)
-    _start_attrs(st, trial._trial_id, trainer, settings, folder, prepared.device, lineage=None)
-    return _drive(st, trial._trial_id, trial.number, trainer, folder, prepared.device, exp.metric, None,
+    device = prepared.device if prepared is not None else "cpu"
+    _start_attrs(st, trial._trial_id, trainer, settings, folder, device, lineage=None)
+    return _drive(st, trial._trial_id, trial.number, trainer, folder, device, exp.metric, None,
                   poll=poll, progress=progress, console=console, on_epoch=on_epoch)
 
 
@@ -188,9 +204,15 @@ def fork(
     progress: bool = True,
     console: Console | None = None,
     on_epoch: Callable[[EpochRecord], bool | None] | None = None,
+    model: Any = None,
+    objective: Callable[..., Any] | str | None = None,
 ) -> PandaResult:
     """Start a new trial from the checkpoint a babysat trial saved after ``epoch`` epochs, with edited
     training hyperparameters ("from epoch 12, try a tenth of the learning rate").
+
+    A trial of the user's model or objective is forked with the same code: imported from the path its
+    settings keep, or given again as ``model=`` / ``objective=``. Its module's own arguments cannot
+    change; an objective's config may change in any key.
 
     The new trial has the parent's weights, optimizer moments, data position, curves and events up to
     that epoch. Changing ``lr`` restarts the schedule from the new value (the parent's manual changes
@@ -205,22 +227,30 @@ def fork(
     from shoal.panda._trainer import Plateau
     from shoal.study._builtin import prepare_data
 
-    changes = check_params(params)
-    bad = [k for k in changes if k in ARCHITECTURE]
+    st = _open(storage, study)
+    parent = find_trial(st, trial)
+    pinfo = parent.user_attrs["panda"]
+    kind = pinfo["settings"].get("kind", "preset")
+    code = _code_of(pinfo["settings"], model if kind == "model" else objective)
+    changes = check_params(params) if kind == "preset" else dict(params or {})
+    fixed = ARCHITECTURE if kind == "preset" else ("optimizer", *pinfo["settings"].get("code_keys", ())) \
+        if kind == "model" else ()
+    if kind == "model":
+        from shoal.engine._functional import OPTIM_KEYS
+
+        fixed = tuple(k for k in fixed if k not in OPTIM_KEYS or k == "optimizer")
+    bad = [k for k in changes if k in fixed]
     if bad:
         raise ConfigError(f"A fork keeps the parent's model and optimizer, so '{bad[0]}' cannot change. Change "
                           "training settings (lr, momentum, betas, weight_decay, l1, dropout, batch_size, lr_decay...), "
                           "or start a new run with `shoal babysit`.")
-    st = _open(storage, study)
-    parent = find_trial(st, trial)
-    pinfo = parent.user_attrs["panda"]
     folder = Path(pinfo["folder"])
     found = {e: p for e, s, p in list_checkpoints(folder) if s == 0}
     if epoch not in found:
         raise ConfigError(f"Trial {trial} has no checkpoint after epoch {epoch!r}. Its checkpoints: epochs "
                           f"{', '.join(str(e) for e in sorted(found)) or 'none'} (in {folder}).")
     state = load_checkpoint(found[epoch])
-    config = normalize({**state["config"], **changes})
+    config = {**state["config"], **changes} if kind == "objective" else normalize({**state["config"], **changes})
     settings = dict(pinfo["settings"])
     settings["epochs"] = int(epochs) if epochs is not None else int(settings["epochs"])
     if settings["epochs"] <= epoch:
@@ -230,8 +260,9 @@ def fork(
         p = Plateau.parse(plateau)
         settings["plateau"] = [p.patience, p.factor]
     exp = _experiment({**settings, "study": st.study_name})
-    prepared = prepare_data(exp)
-    trainer = _trainer(config, prepared, settings, _plateau_of(settings), seed=int(parent.user_attrs["seed"]))
+    prepared = prepare_data(exp) if kind != "objective" else None
+    trainer = _trainer(config, prepared, settings, _plateau_of(settings), seed=int(parent.user_attrs["seed"]),
+                       code=code)
     trainer.load_state_dict(state)
     if "lr" in changes:
         trainer.scale = 1.0
@@ -242,8 +273,9 @@ def fork(
     new_folder = trial_folder(settings["checkpoints"], st.study_name, new.number)
     # The start state is the fork's first checkpoint: a fork killed before its first epoch resumes from it.
     save_checkpoint(trainer.state_dict(), new_folder, checkpoint_name(trainer.epoch))
-    _start_attrs(st, new._trial_id, trainer, settings, new_folder, prepared.device, lineage=lineage)
-    return _drive(st, new._trial_id, new.number, trainer, new_folder, prepared.device, exp.metric, lineage,
+    device = prepared.device if prepared is not None else "cpu"
+    _start_attrs(st, new._trial_id, trainer, settings, new_folder, device, lineage=lineage)
+    return _drive(st, new._trial_id, new.number, trainer, new_folder, device, exp.metric, lineage,
                   poll=poll, progress=progress, console=console, on_epoch=on_epoch)
 
 
@@ -255,13 +287,83 @@ def _plateau_of(settings: Mapping[str, Any]):
     return None if not p else Plateau(int(p[0]), float(p[1]))
 
 
-def _trainer(config, prepared, settings, plateau, seed: int | None = None) -> Trainer:
+def _trainer(config, prepared, settings, plateau, seed: int | None = None, code: Any = None) -> Trainer:
     from shoal.panda._trainer import Trainer
 
+    seed = int(settings["seed"] if seed is None else seed)
+    kind = settings.get("kind", "preset")
+    if kind == "objective":
+        from shoal.panda._usercode import ObjectiveTrainer
+
+        return ObjectiveTrainer(code, config, epochs=int(settings["epochs"]), seed=seed, plateau=plateau)
     if len(prepared.folds) != 1:
         raise ConfigError("Babysitting trains on one split; k-fold runs belong to `shoal tune --folds`.")
+    if kind == "model":
+        return Trainer(config, prepared.folds[0], epochs=int(settings["epochs"]), seed=seed, plateau=plateau,
+                       model=code, model_keys=settings.get("code_keys"))
     return Trainer(config, prepared.folds[0], family=settings["preset"], epochs=int(settings["epochs"]),
-                   seed=int(settings["seed"] if seed is None else seed), plateau=plateau)
+                   seed=seed, plateau=plateau)
+
+
+def _user_code(model: Any, objective: Any, params: Mapping[str, Any] | None) -> tuple[str, Any, dict[str, Any]]:
+    """("preset" | "model" | "objective", the user's code, the trial's config) for babysit's arguments."""
+    from shoal.engine import normalize
+
+    if model is not None and objective is not None:
+        raise ConfigError("Pass either model= (your nn.Module, trained by shoal) or objective= (your training "
+                          "function), not both.")
+    if model is None and objective is None:
+        return "preset", None, normalize(check_params(params))
+    from shoal.panda._usercode import load_path
+
+    code = model if model is not None else objective
+    code = load_path(code) if isinstance(code, str) else code
+    plain = dict(params or {})
+    for key, value in plain.items():
+        if isinstance(value, (list, tuple, dict)):
+            raise ConfigError(f"Babysitting trains one configuration: the '{key}' parameter needs one value. "
+                              f"Got {value!r} instead.")
+    if model is not None:
+        from torch import nn
+
+        if isinstance(code, nn.Module) or not callable(code):
+            raise ConfigError("The 'model' must be an nn.Module class or a builder build(config) -> nn.Module. "
+                              f"Got {code!r} instead.")
+        return "model", code, normalize(plain)
+    if not callable(code):
+        raise ConfigError(f"The 'objective' must be a function fn(config, epochs, state=None). Got {code!r} instead.")
+    from shoal.study._fidelity import has_fidelity
+
+    if not has_fidelity(code):
+        raise ConfigError("Babysitting calls the objective one epoch at a time: it must take a fidelity argument, "
+                          "fn(config, epochs, state=None) -> (value, state).")
+    return "objective", code, plain
+
+
+def _default_name(exp, kind: str, code: Any) -> str:
+    """``<data>-<preset>-panda``, ``<data>-<Model>-panda`` or ``<objective>-panda``."""
+    if kind == "preset":
+        return _study_name(exp)
+    name = getattr(code, "__name__", None) or type(code).__name__
+    return f"{name}-panda" if kind == "objective" else f"{exp.data}-{name}-panda"
+
+
+def _code_of(settings: Mapping[str, Any], given: Any = None) -> Any:
+    """The user's model or objective a babysat trial trains: ``given`` (the same again), or
+    imported from the path its settings keep."""
+    kind = settings.get("kind", "preset")
+    if kind == "preset":
+        return None
+    if given is not None:
+        from shoal.panda._usercode import load_path
+
+        return load_path(given) if isinstance(given, str) else given
+    if not settings.get("code"):
+        raise ConfigError(f"This trial trains a user {kind} that other processes cannot import by name (defined "
+                          f"inside a function or in a script run directly): pass {kind}= again, the same one.")
+    from shoal.panda._usercode import load_path
+
+    return load_path(settings["code"])
 
 
 def _study_attrs(st: optuna.Study, exp) -> None:
@@ -320,7 +422,7 @@ def _pick_resume(st, resume, config, settings):
     return match[0]
 
 
-def _resume(st, frozen, prepared_hint, *, poll, progress, console, on_epoch) -> PandaResult:
+def _resume(st, frozen, prepared_hint, *, poll, progress, console, on_epoch, code=None) -> PandaResult:
     """Continue an interrupted trial from its latest checkpoint. Learning-rate commands it applied
     after that checkpoint are applied again at the same epoch and step, so the numbers come out as
     if it had never stopped; pause, resume and checkpoint commands are not repeated."""
@@ -329,9 +431,10 @@ def _resume(st, frozen, prepared_hint, *, poll, progress, console, on_epoch) -> 
     info = frozen.user_attrs["panda"]
     settings, folder = info["settings"], Path(info["folder"])
     exp = _experiment({**settings, "study": st.study_name})
-    prepared = prepared_hint if prepared_hint is not None else prepare_data(exp)
+    kind = settings.get("kind", "preset")
+    prepared = prepared_hint if prepared_hint is not None or kind == "objective" else prepare_data(exp)
     trainer = _trainer(frozen.user_attrs["config"], prepared, settings, _plateau_of(settings),
-                       seed=int(frozen.user_attrs["seed"]))
+                       seed=int(frozen.user_attrs["seed"]), code=_code_of(settings, code))
     path = latest_checkpoint(folder)
     if path is not None:
         trainer.load_state_dict(load_checkpoint(path))
@@ -343,8 +446,9 @@ def _resume(st, frozen, prepared_hint, *, poll, progress, console, on_epoch) -> 
     trainer.event("resume", path.name if path else None, source="crash",
                   not_repeated=[{k: e.get(k) for k in ("what", "epoch", "step", "id")} for e in later
                                 if e["what"] not in ("set_lr", "multiply_lr")])
-    _start_attrs(st, frozen._trial_id, trainer, settings, folder, prepared.device, frozen.user_attrs.get("lineage"))
-    return _drive(st, frozen._trial_id, frozen.number, trainer, folder, prepared.device, exp.metric,
+    device = prepared.device if prepared is not None else "cpu"
+    _start_attrs(st, frozen._trial_id, trainer, settings, folder, device, frozen.user_attrs.get("lineage"))
+    return _drive(st, frozen._trial_id, frozen.number, trainer, folder, device, exp.metric,
                   frozen.user_attrs.get("lineage"), poll=poll, progress=progress, console=console, on_epoch=on_epoch)
 
 

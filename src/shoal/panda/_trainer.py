@@ -75,6 +75,9 @@ class Trainer:
         epochs: epochs to train in all.
         seed: seeds the initial weights, each epoch's data order and the dropout masks.
         plateau: reduce-on-plateau on the validation loss, or None.
+        model: the user's ``nn.Module`` class or builder instead of the preset (see
+            ``shoal.engine._functional.build_member``); it gets the values of ``model_keys`` (None:
+            every key of ``config``) and the data's shape. Training is the same loop.
 
     Example:
         >>> t = Trainer({"lr": 0.01}, data, epochs=3)  # doctest: +SKIP
@@ -82,7 +85,8 @@ class Trainer:
     """
 
     def __init__(self, config: Mapping[str, Any], data: TensorData, *, family: str = "mlp", epochs: int = 10,
-                 seed: int = 0, plateau: Plateau | None = None) -> None:
+                 seed: int = 0, plateau: Plateau | None = None, model: Any = None,
+                 model_keys: Any = None) -> None:
         self.cfg = normalize(config)
         self.data = data
         self.family = family
@@ -90,7 +94,14 @@ class Trainer:
         self.seed = int(seed)
         self.plateau = plateau
         torch.set_flush_denormal(True)  # subnormals make sqrt ~30x slower on CPU
-        self.model = build_model(family, data.input_shape, data.n_outputs, self.cfg, self.seed).to(data.X_train.device)
+        if model is None:
+            self.model = build_model(family, data.input_shape, data.n_outputs, self.cfg, self.seed).to(data.X_train.device)
+        else:
+            from shoal.engine._functional import OPTIM_KEYS, build_member
+
+            keys = None if model_keys is None else set(model_keys) | set(OPTIM_KEYS)
+            self.model = build_member(model, {k: v for k, v in self.cfg.items() if keys is None or k in keys},
+                                      self.seed, data)
         self.optimizer = make_optimizer(self.model, self.cfg)
         self.epoch = 0  # epochs completed
         self.step = 0  # steps done in the running epoch
@@ -113,7 +124,11 @@ class Trainer:
     @property
     def lr(self) -> float:
         """The learning rate the next step uses."""
-        return lr_at(self.cfg, self.epoch, self.epochs) * self.scale
+        return self.base_lr() * self.scale
+
+    def base_lr(self) -> float:
+        """The configured learning rate at this epoch (the schedule's), before commands scale it."""
+        return lr_at(self.cfg, self.epoch, self.epochs)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -185,7 +200,7 @@ class Trainer:
                 raise ConfigError(f"The '{what}' value must be a positive number. Got {value!r} instead.")
             value = float(value)
         if what == "set_lr":
-            self.scale = value / lr_at(self.cfg, self.epoch, self.epochs)
+            self.scale = value / self.base_lr()
         elif what == "multiply_lr":
             self.scale *= value
         elif what == "pause":
@@ -202,7 +217,7 @@ class Trainer:
         while self.replay and (self.replay[0]["epoch"], self.replay[0]["step"]) <= (self.epoch + 1, self.step):
             e = self.replay.pop(0)
             if e["what"] == "set_lr":
-                self.scale = float(e["value"]) / lr_at(self.cfg, self.epoch, self.epochs)
+                self.scale = float(e["value"]) / self.base_lr()
             elif e["what"] == "multiply_lr":
                 self.scale *= float(e["value"])
             self.events.append(dict(e))
