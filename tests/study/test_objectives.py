@@ -247,3 +247,20 @@ def test_a_user_objective_can_return_several_values(workdir):
                         direction=["minimize", "minimize"], trials=12, storage="u.log", study="u", progress=False)
     front = result.pareto
     assert front and all(-1 - 1e-9 <= t.params["x"] <= 1 + 1e-9 for t in front)  # the front is x in [-1, 1]
+
+
+def test_a_warm_start_from_a_pareto_search_reruns_its_front_first(workdir):
+    from shoal.space import Float, Space
+
+    def two(c):
+        return (c["x"] - 1) ** 2, (c["x"] + 1) ** 2
+
+    space = Space([Float("x", -3, 3)])
+    old = shoal.tune(two, space=space, direction=["minimize", "minimize"], trials=12, storage="old.log",
+                     study="old", seed=1, progress=False)
+    front = [t.number for t in old.pareto]
+    new = shoal.retune("old.log", top=len(front), objective=two, space=space, direction=["minimize", "minimize"],
+                       trials=len(front) + 2, storage="new.log", study="new", progress=False)
+    first = sorted(new.study.trials, key=lambda t: t.number)[: len(front)]
+    assert [t.user_attrs["warm_start_of"]["trial"] for t in first] == front
+    assert all(t.params == old.study.trials[n].params for t, n in zip(first, front))

@@ -9,6 +9,7 @@ narrowed around them (as a coarse-to-fine stage would). The new study records wh
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,12 +58,19 @@ def load_warm_start(source: str, study: str | None, top: int) -> WarmStart:
     old = optuna.load_study(study_name=study, storage=storage)
     from optuna.trial import TrialState
 
-    done = [t for t in old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    from shoal.study._objectives import feasible, pareto_front
+
+    done = [t for t in old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.values is not None and feasible(t) and all(math.isfinite(v) for v in t.values)]
     if not done:
-        raise ConfigError(f"The study {study!r} in {source!r} has no complete trial to start from.")
-    direction = old.direction.name.lower()
-    done.sort(key=lambda t: t.value if direction == "minimize" else -t.value)
-    top_trials = [(t.number, float(t.value), dict(t.user_attrs.get("config") or t.params)) for t in done[:top]]
+        raise ConfigError(f"The study {study!r} in {source!r} has no complete trial (within its limits) to start from.")
+    direction = old.directions[0].name.lower()
+    done.sort(key=lambda t: t.values[0] if direction == "minimize" else -t.values[0])
+    if len(old.directions) > 1:  # several objectives: the Pareto front first, best first by the first one
+        front = pareto_front(old)
+        ids = {t.number for t in front}
+        done = front + [t for t in done if t.number not in ids]
+    top_trials = [(t.number, float(t.values[0]), dict(t.user_attrs.get("config") or t.params)) for t in done[:top]]
     return WarmStart(str(source), study, direction, top_trials)
 
 
@@ -92,15 +100,19 @@ def enqueue(study: optuna.Study, space: Space, warm: WarmStart) -> int:
 
 def compare(study: optuna.Study) -> list[dict[str, Any]]:
     """For each configuration a warm start re-ran: its old rank and value, its new value and rank
-    among the new study's complete trials (None where it failed or was pruned)."""
+    among the new study's complete trials (None where it failed or was pruned). With several
+    objectives, values and ranks are the first objective's."""
     from optuna.trial import TrialState
 
     info = study.user_attrs.get("warm_start")
     if not info:
         raise ConfigError(f"The study {study.study_name!r} was not warm-started (run `shoal retune`).")
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    sign = 1.0 if study.direction.name.lower() == "minimize" else -1.0
-    ranked = sorted(done, key=lambda t: sign * t.value)
+    from shoal.study._objectives import feasible
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.values is not None and feasible(t) and math.isfinite(t.values[0])]
+    sign = 1.0 if study.directions[0].name.lower() == "minimize" else -1.0
+    ranked = sorted(done, key=lambda t: sign * t.values[0])
     rank_of = {t.number: i + 1 for i, t in enumerate(ranked)}
     rows = []
     for old_rank, rec in enumerate(info["trials"], start=1):
@@ -109,6 +121,6 @@ def compare(study: optuna.Study) -> list[dict[str, Any]]:
                     and t.user_attrs.get("fail_reason") != "interrupted"), None)
         rows.append({"old_trial": rec["trial"], "old_rank": old_rank, "old_value": rec["value"],
                      "new_trial": None if new is None else new.number,
-                     "new_value": None if new is None or new.state != TrialState.COMPLETE else new.value,
+                     "new_value": None if new is None or new.state != TrialState.COMPLETE else new.values[0],
                      "new_rank": None if new is None else rank_of.get(new.number), "of": len(ranked)})
     return rows
