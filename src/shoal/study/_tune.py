@@ -257,6 +257,11 @@ def _tune_objective(objective, space, exp, direction, progress, console) -> Tune
         exp.study = getattr(objective, "__name__", "objective")
     from shoal.study._fidelity import FunctionPool, has_fidelity, run_fidelity
 
+    if len(directions) > 1 and has_fidelity(objective):
+        raise ConfigError("A fidelity objective fn(config, epochs, state) reports one value per epoch; several "
+                          "objectives need fn(config) returning a tuple. Keep one direction, or drop the fidelity "
+                          "argument.")
+
     if exp.strategy == "pbt":
         if not has_fidelity(objective):
             raise ConfigError("PBT trains members a few epochs at a time and copies the best: the objective must "
