@@ -124,3 +124,16 @@ def test_a_study_never_passes_its_defaults_to_the_users_module(digits_data):
     pool = ModulePool(Linear, [digits_data], keys=["lr"])
     pool.add("m", normalize({"lr": 0.01}), seed=0, fold=0, epochs=1)
     assert pool.state_dict("m")["net.1.weight"].shape == (12, 64)
+
+
+def test_parameters_of_the_users_module_are_an_objective_and_a_limit(workdir):
+    space = Space([Float("lr", 1e-3, 1e-1, log=True), Categorical("hidden", [8, 64])])
+    pareto = shoal.tune(model=Net, space=space, data="digits", strategy="grid", grid_points=2, trials=4, epochs=1,
+                        metric="val_loss,params", storage="s.db", study="pareto", progress=False)
+    # Net(64 -> hidden -> 10): 64 * h + h + h * 10 + 10 parameters
+    assert sorted((t.params["hidden"], t.values[1]) for t in pareto.study.trials) == [(8, 610.0)] * 2 + [(64, 4810.0)] * 2
+    limited = shoal.tune(model=Net, space=space, data="digits", strategy="grid", grid_points=2, trials=4, epochs=1,
+                         constraints=["params<=1000"], storage="s.db", study="limited", progress=False)
+    for t in limited.study.trials:  # over the limit: recorded as infeasible, never trained
+        assert ("infeasible_before_training" in t.user_attrs) == (t.params["hidden"] == 64)
+        assert ("curves" in t.user_attrs) == (t.params["hidden"] == 8)

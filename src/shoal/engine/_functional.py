@@ -449,6 +449,7 @@ class ModulePool(GroupPool):
         self.shapes: set[tuple] = set()
         self.notes: list[str] = []
         self.largest = 0  # the most members one population held at once
+        self._params: dict[tuple, float] = {}  # architecture -> trainable parameters
 
     def _note(self, text: str) -> None:
         import logging
@@ -492,6 +493,19 @@ class ModulePool(GroupPool):
 
     def state_dict(self, key: Hashable) -> dict[str, torch.Tensor]:
         return self.populations[self.where[key]].state_dict(key)
+
+    def static_measures(self, config: Mapping[str, Any]) -> dict[str, float]:
+        """What the configuration alone decides of the user's module, for objectives and limits
+        before training: its trainable parameters (one module built per architecture)."""
+        config = self.model_config(config)
+        arch = tuple(sorted((k, repr(v)) for k, v in config.items() if k not in OPTIM_KEYS))
+        if arch not in self._params:
+            try:
+                module = build_member(self.model, config, 0, self.folds[0])
+            except Exception:  # the member's add reports why
+                return {}
+            self._params[arch] = float(sum(p.numel() for p in module.parameters() if p.requires_grad))
+        return {"params": self._params[arch]}
 
 
 class ModulePlacer:

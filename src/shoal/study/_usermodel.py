@@ -82,7 +82,7 @@ def tune_model(model: Any, exp: Experiment, space: Space | None, direction: str 
         finally:
             _record(runner, pool, workers)
 
-    return _run(exp, space, exp.direction, exp.metric, recorded, progress, console,
+    return _run(exp, space, exp.directions, exp.metric, recorded, progress, console,
                 attrs={"data_description": data.description, "device": data.device, "engine": "functional",
                        "model": model_name(model)})
 
@@ -118,6 +118,7 @@ def _pool(model: Any, exp: Experiment, data: PreparedData, keys: list[str]) -> t
     pool = ProcessPool("model", data.folds, "cpu", workers, factory=functools.partial(ModulePool, model, vmap=vmap,
                                                                                       keys=keys), place=placer)
     pool.placer = placer
+    pool.static_measures = placer.pool.static_measures  # parameters, for objectives and limits
     return pool, placer.mode_of, workers
 
 
