@@ -9,7 +9,8 @@ no gathers. A member only costs its own FLOPs (padding to the widest member was 
 ~2.8x). Inside a bucket, *runs* of members with equal activation and batch-norm mode share the
 elementwise ops.
 
-Every trainable tensor is a view into one flat buffer, so the optimizer is one elementwise pass.
+Every trainable tensor is a view into one flat buffer, so the optimizer is one elementwise pass
+(over blocks of ``BLOCK`` elements; see ``_pop_optim``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from shoal.engine._config import hidden_widths
+from shoal.engine._pop_optim import BLOCK, Codes
 
 __all__ = ["Bucket", "Layout", "member_specs"]
 
@@ -134,11 +136,12 @@ class Layout:
             if b.bn and not b.head:
                 entries += [(b, "g", (out,), 0), (b, "be", (out,), 0)]
         total = sum(b.n * int(np.prod(shape)) for b, _, shape, _ in entries)
+        total = -(-total // BLOCK) * BLOCK  # the optimizer updates whole blocks; the tail is frozen
         self.P = torch.zeros(total, device=device)
         self.G = torch.zeros(total, device=device)
         self.M = torch.zeros(total, device=device)
         self.V = torch.zeros(total, device=device)
-        code = np.empty(total, dtype=np.int64)
+        code = np.full(total, 2 * len(self.members), dtype=np.int64)
         self.slots = []  # (bucket, name, offset, per-member size, per-member shape)
         o = 0
         for b, name, shape, is_w in entries:
@@ -167,7 +170,7 @@ class Layout:
                     frozen.append(base + np.flatnonzero(pad))
         if frozen:
             code[np.concatenate(frozen)] = 2 * len(self.members)
-        self.code = torch.from_numpy(code).to(device)
+        self.codes = Codes(code, 2 * len(self.members), device)
         for _, b in self.all_buckets():
             if b.bn and not b.head:
                 b.stats = {"rm": torch.zeros(b.n, b.spec[2], device=device),

@@ -14,6 +14,12 @@ The coefficients mirror ``torch.optim``'s single-tensor code (same Python-double
 float32 constants), so a member matches its own torch optimizer to float rounding. A member with
 no rows in a step is frozen with ``a1=b1=1, a2=a3=b2=lr=0``. The update is memory-bound (about
 eight passes over the parameters); compiled with ``torch.compile`` it becomes one pass.
+
+The buffers are updated in blocks of ``BLOCK`` elements: a block whose elements share one code
+takes its coefficients once (a ``[blocks, 1]`` column), so the compiled loop is vectorized; the few
+blocks that straddle two members' tensors (or hold frozen entries) are updated element by element.
+Looking up ten coefficients per element kept the loop scalar: 7.6 ms against 1.7 ms per step for
+the 2.6 million parameters of 22 preset members at batch 16 (one thread).
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-__all__ = ["COLUMNS", "Coefficients", "flat_update"]
+__all__ = ["BLOCK", "COLUMNS", "Coefficients", "Codes", "flat_update"]
 
+BLOCK = 16  # elements per block: one AVX-512 vector of float32
 COLUMNS = ("lr", "a1", "a2", "a3", "b1", "b2", "c", "eps", "wd", "l1")
 _FROZEN = dict(lr=0.0, a1=1.0, a2=0.0, a3=0.0, b1=1.0, b2=0.0, c=math.inf, eps=1.0)
 
@@ -75,8 +82,29 @@ class Coefficients:
         return out.astype(np.float32)
 
 
+class Codes:
+    """Which coefficient row each element of the flat buffers takes, by block.
+
+    Args:
+        code: ``2 * member + is_weight`` per element (``frozen`` for entries that never change),
+            of length a multiple of ``BLOCK``.
+        frozen: the frozen row's index (``2K``).
+        device: where the buffers live.
+    """
+
+    def __init__(self, code: np.ndarray, frozen: int, device: torch.device) -> None:
+        blocks = code.reshape(-1, BLOCK)
+        uniform = (blocks == blocks[:, :1]).all(1)
+        self.block = torch.from_numpy(np.where(uniform, blocks[:, 0], frozen)).to(device)
+        mixed = np.flatnonzero(np.repeat(~uniform, BLOCK))
+        self.mixed = torch.from_numpy(mixed).to(device) if mixed.size else None
+        self.mixed_code = torch.from_numpy(code[mixed]).to(device) if mixed.size else None
+
+
 def _update(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, code: torch.Tensor,
             table: torch.Tensor) -> None:
+    """The update of elements whose rows are ``table[code]``: ``code`` has P's shape (one row per
+    element), or ``[blocks, 1]`` for buffers viewed as ``[blocks, BLOCK]`` (one row per block)."""
     col = {name: table[:, j][code] for j, name in enumerate(COLUMNS)}  # fused away when compiled
     g = G + col["l1"] * torch.sign(P) + col["wd"] * P
     m = col["a1"] * M + col["a2"] * g + col["a3"] * (g - M)
@@ -86,13 +114,24 @@ def _update(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, 
     V.copy_(v)
 
 
+def _step(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, codes: Codes,
+          table: torch.Tensor, update) -> None:
+    view = [t.view(-1, BLOCK) for t in (P, G, M, V)]
+    update(*view, codes.block.unsqueeze(1), table)  # mixed blocks take the frozen row here
+    if codes.mixed is not None:
+        i = codes.mixed
+        p, m, v = P[i], M[i], V[i]
+        update(p, G[i], m, v, codes.mixed_code, table)
+        P[i], M[i], V[i] = p, m, v
+
+
 _compiled = None
 
 
-def flat_update(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, code: torch.Tensor,
+def flat_update(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, codes: Codes,
                 table: torch.Tensor) -> None:
-    """Apply one step in place. Compiled once per process (dynamic sizes); eager if compiling fails
-    or ``SHOAL_NO_COMPILE=1``."""
+    """Apply one step in place (buffers of a length that is a multiple of ``BLOCK``). The update is
+    compiled once per process (dynamic sizes); eager if compiling fails or ``SHOAL_NO_COMPILE=1``."""
     global _compiled
     if _compiled is None:
         _compiled = _update
@@ -100,9 +139,12 @@ def flat_update(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tens
             try:
                 fn = torch.compile(_update, dynamic=True)
                 with torch.no_grad():  # as the real calls run: a grad-mode change would compile again
-                    fn(P.clone(), G, M.clone(), V.clone(), code, table)  # probe on copies
+                    _step(P.clone(), G, M.clone(), V.clone(), codes, table, fn)  # probe on copies
+                    # and the element-wise form of mixed blocks, which a layout may have later
+                    fn(*(t[:BLOCK].clone() for t in (P, G, M, V)), torch.zeros(BLOCK, dtype=torch.long,
+                       device=P.device), table)
                 _compiled = fn
             except Exception:  # no C++ compiler, unsupported backend: eager is correct, only slower
                 _compiled = _update
     with torch.no_grad():
-        _compiled(P, G, M, V, code, table)
+        _step(P, G, M, V, codes, table, _compiled)

@@ -248,7 +248,7 @@ class Population:
             active = c > 0
             steps = steps + active
             table = torch.from_numpy(self._coefs.table(lrs, steps, None if active.all() else active))
-            flat_update(layout.P, layout.G, layout.M, layout.V, layout.code, table.to(self.device))
+            flat_update(layout.P, layout.G, layout.M, layout.V, layout.codes, table.to(self.device))
             ct = torch.from_numpy(c.astype(np.float32)).to(self.device)
             loss_sum += loss.detach() * ct
             if self.task == "classification":
