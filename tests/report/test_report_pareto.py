@@ -75,18 +75,20 @@ def test_sql_fast_path_and_journal_read_every_objective_and_constraint(multi_db,
     assert load_report(f"journal:{log}").pareto.front == MULTI_FRONT
 
 
-def test_pareto_mask_agrees_with_optuna_on_random_points():
-    rng = random.Random(3)
-    directions = ["maximize", "minimize", "minimize"]
+@pytest.mark.parametrize("directions", [["minimize", "minimize"], ["maximize", "minimize", "minimize"],
+                                        ["maximize", "maximize", "minimize", "maximize"]])
+def test_pareto_mask_agrees_with_optuna_on_random_points(directions):
+    rng = random.Random(len(directions))
     study = optuna.create_study(directions=directions)
     points = []
-    for _ in range(60):
+    for _ in range(150):
         v = [round(rng.random(), 1) for _ in directions]  # rounded: many ties and equal points
         points.append(v)
         study.add_trial(create_trial(values=v))
     mask = pareto_mask(points, directions)
-    assert {i for i, m in enumerate(mask) if m} == {t.number for t in study.best_trials}
-    assert pareto_mask([], directions) == []
+    front = {t.number for t in study.best_trials}
+    assert {i for i, m in enumerate(mask) if m} == front and 1 < len(front) < 150
+    assert pareto_mask([], directions) == [] and pareto_mask([points[0]], directions) == [True]
 
 
 def test_three_objectives_front_and_scatter_matrix(tmp_path):

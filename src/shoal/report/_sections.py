@@ -57,13 +57,17 @@ def pareto_mask(values: list[list[float]], directions: list[str]) -> list[bool]:
     if not values:
         return []
     signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-    loss = np.asarray(values, float) * signs  # every objective minimized
-    keep = np.ones(len(loss), bool)
-    for i in range(len(loss)):
-        # One vectorised test per point: about 0.1 s for 5,000 trials.
-        dominated = np.all(loss <= loss[i], axis=1) & np.any(loss < loss[i], axis=1)
-        keep[i] = not dominated.any()
-    return keep.tolist()
+    # Every objective minimized; distinct points in lexicographic order (a point's copies share its fate).
+    loss, inverse = np.unique(np.asarray(values, float) * signs, axis=0, return_inverse=True)
+    on_front = np.zeros(len(loss), bool)
+    remaining = np.arange(len(loss))
+    while remaining.size:
+        # The first remaining point is on the front: anything dominating it comes before it in
+        # lexicographic order and would have removed it. Drop every point it dominates.
+        i = remaining[0]
+        on_front[i] = True
+        remaining = remaining[np.any(loss[remaining] < loss[i], axis=1)]
+    return on_front[inverse.reshape(-1)].tolist()
 
 
 def pareto_data(trials: list[TrialInfo], objectives: list[str], directions: list[str]) -> ParetoData:
