@@ -187,3 +187,33 @@ def test_cli_report_prints_the_front(multi_db, workdir, monkeypatch, capsys):
     assert "best feasible val_acc (the first objective) 0.92 at trial 11" in out
     assert "parameter importance per objective" in out
     assert MULTI[4][1][0] == 0.95 and "0.95" in out  # the infeasible trial is listed with its value
+
+
+def test_tuned_multi_objective_study_end_to_end(workdir, monkeypatch, capsys):
+    """`shoal tune` with two objectives and a limit, then the report and the dashboard's view of it."""
+    from shoal.dashboard import Source, study_view
+    from tests.cli.test_cli import run_cli
+
+    # Digits MLPs of one hidden layer: width 32 has 2,410 parameters, width 64 has 4,810 (over the limit,
+    # so those trials stop before training with the worst values).
+    args = ["tune", "--data", "digits", "--preset", "mlp", "--epochs", "2", "-p", "width=32,64", "-p", "depth=1",
+            "--strategy", "random", "--trials", "6", "--seed", "0", "--metric", "val_acc,train_seconds",
+            "-c", "params<=3000", "-s", "mo.log", "-q", "--engine", "single"]
+    assert run_cli(monkeypatch, *args) == 0
+    capsys.readouterr()
+    d = load_report("mo.log", importance=False)
+    study = optuna.load_study(study_name=d.study_name, storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend("mo.log")))
+    assert d.objectives == ["val_acc", "train_seconds"] and d.directions == ["maximize", "minimize"]
+    assert sorted(d.pareto.front) == sorted(t.number for t in study.best_trials) and d.pareto.front
+    wide = {t.number for t in study.trials if t.user_attrs["config"]["width"] == 64}
+    assert wide and len(wide) < 6  # the seed draws both widths
+    assert {r.number for r in d.infeasible} == wide and all(r.reason and r.values == [None, None] for r in d.infeasible)
+    assert d.pareto.dropped == len(wide) and not set(d.pareto.front) & wide
+    assert [n for n, s in zip(d.history.other_numbers, d.history.other_states) if s == "infeasible"] == sorted(wide)
+    assert {b.number for b in d.best}.isdisjoint(wide)
+    view = study_view(Source("mo.log"), d.study_name)
+    assert [f["number"] for f in view["front"]] == d.pareto.front and "pareto" in view["figures"]
+    assert run_cli(monkeypatch, "report", "-s", "mo.log", "--no-html") == 0
+    out = capsys.readouterr().out
+    assert f"Pareto front: {len(d.pareto.front)} trials" in out and "infeasible trials" in out

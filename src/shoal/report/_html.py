@@ -447,10 +447,11 @@ def front_table_rows(d: ReportData) -> tuple[list[str], list[list[str]]]:
 
 
 def infeasible_table_rows(d: ReportData) -> tuple[list[str], list[list[str]]]:
-    header = ["#", *d.objectives, "broken limits (value above 0 breaks)", "never trained because"]
+    header = ["#", *d.objectives, "broken limits", "never trained because"]
     rows = [[str(r.number), *[fmt(v) if v is not None else "not finite" for v in r.values]
              + ["-"] * (len(d.objectives) - len(r.values)),
-             ", ".join(f"{k} {fmt(v)}" for k, v in r.violations.items()) or "-", r.reason or "-"] for r in d.infeasible]
+             ", ".join(f"{k} (over by {fmt(v)})" for k, v in r.violations.items()) or "-", r.reason or "-"]
+            for r in d.infeasible]
     return header, rows
 
 

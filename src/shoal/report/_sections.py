@@ -92,8 +92,8 @@ def infeasible_rows(trials: list[TrialInfo]) -> list[InfeasibleRow]:
             continue
         broken = {k: v for k, v in (t.constraints or {}).items() if not v <= 0.0}
         recorded = t.user_attrs.get("violations")
-        if not broken and isinstance(recorded, dict):
-            broken = {str(k): float(v) for k, v in recorded.items() if _float(v) is not None}
+        if not broken and isinstance(recorded, dict):  # every limit's value: above 0 broke it
+            broken = {str(k): float(v) for k, v in recorded.items() if (_float(v) or 0.0) > 0}
         reason = t.user_attrs.get("infeasible_before_training")
         rows.append(InfeasibleRow(t.number, list(t.values), broken, str(reason) if reason else ""))
     return rows

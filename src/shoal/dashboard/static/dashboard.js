@@ -160,7 +160,7 @@ function studyPage() {
       const before = d.infeasible.filter((r) => r.reason).length;
       cons.textContent = d.infeasible.length + " infeasible trials" + (d.constraints.length ? " (limits: " + d.constraints.join(", ") + ")" : "") +
         (before ? ", " + before + " of them stopped before training" : "") + (d.infeasible.length ? ": " +
-        d.infeasible.slice(-10).map((r) => r.number + " (" + (Object.entries(r.violations).map(([k, v]) => k + " +" + fmt(v)).join(", ") || r.reason) + ")").join(", ") : "") + ".";
+        d.infeasible.slice(-10).map((r) => r.number + " (" + (Object.entries(r.violations).map(([k, v]) => k + " over by " + fmt(v)).join(", ") || r.reason) + ")").join(", ") : "") + ".";
     }
     $("pareto").hidden = !multi;
     if (multi) {
