@@ -65,7 +65,7 @@ def test_study_view_front_figure_and_infeasible_trials(mo_client):
     d = _strict(r.text)
     assert d["objectives"] == ["val_acc", "train_seconds"] and d["directions"] == ["maximize", "minimize"]
     assert [f["number"] for f in d["front"]] == MULTI_FRONT
-    assert d["front"][0] == {"number": 11, "values": [0.92, 8.0],
+    assert d["front"][0] == {"number": 11, "values": [0.92, 8.0], "spread": None,
                              "config": {"optimizer": "adam", "lr": 0.005, "width": 128}}
     assert d["best"]["number"] == 11 and d["best"]["values"] == [0.92, 8.0]  # not trial 4 (0.95, infeasible)
     assert [t["number"] for t in d["top"]][:3] == [11, 1, 6]

@@ -217,3 +217,18 @@ def test_tuned_multi_objective_study_end_to_end(workdir, monkeypatch, capsys):
     assert run_cli(monkeypatch, "report", "-s", "mo.log", "--no-html") == 0
     out = capsys.readouterr().out
     assert f"Pareto front: {len(d.pareto.front)} trials" in out and "infeasible trials" in out
+
+
+def test_front_table_shows_the_spread_over_folds():
+    from shoal.report._html import front_table_rows
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("shoal", {"objectives": ["val_acc", "params"]})
+    for acc, params, std in ((0.9, 5000.0, 0.02), (0.8, 2000.0, 0.05), (0.7, 6000.0, 0.01)):
+        study.add_trial(create_trial(values=[acc, params], user_attrs={
+            "config": {"width": params / 100}, "measures": {"val_acc": acc, "val_acc_std": std, "params": params}}))
+    d = build_report(study, importance=False)
+    assert d.pareto.front == [0, 1] and d.pareto.spread == {0: {"val_acc": 0.02}, 1: {"val_acc": 0.05}}
+    header, rows = front_table_rows(d)
+    assert header == ["#", "val_acc", "val_acc std", "params", "width"]
+    assert rows == [["0", "0.9", "0.02", "5000", "50"], ["1", "0.8", "0.05", "2000", "20"]]

@@ -26,7 +26,8 @@ def report(
     no_html: NoHtmlOpt = False,
 ) -> None:
     """Analyse a stored study: history, learning curves, importance, best configs, over-/underfitting,
-    stages, timing; as tables here and as one offline HTML file."""
+    stages, timing, the Pareto front of several objectives and the trials over a limit; as tables here
+    and as one offline HTML file."""
     from shoal._errors import ConfigError
     from shoal.report import load_report, write_html
     from shoal.report._html import _plotly

@@ -260,7 +260,7 @@ def study_view(src: Source, name: Any, max_curves: int = 200) -> dict[str, Any]:
         if fig is not None:
             figures[key] = escape_figure(fig)
     p = data.pareto
-    front = [] if p is None else [{"number": n, "values": v, "config": p.configs.get(n, {})}
+    front = [] if p is None else [{"number": n, "values": v, "config": p.configs.get(n, {}), "spread": p.spread.get(n)}
                                   for n, v in p.front_values().items()]
     h = data.history
     best = ranked[0] if ranked else None

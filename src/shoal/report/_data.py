@@ -222,6 +222,7 @@ class ParetoData:
     front: list[int]  # trial numbers on the front, best first objective first
     configs: dict[int, dict[str, Any]]  # the configuration of every trial in ``numbers``
     dropped: int = 0  # complete trials left out: an objective is not finite (infeasible before training)
+    spread: dict[int, dict[str, float]] = field(default_factory=dict)  # k-fold: objective -> its std over folds
 
     def front_values(self) -> dict[int, list[float]]:
         at = {n: i for i, n in enumerate(self.numbers)}

@@ -441,8 +441,18 @@ def front_table_rows(d: ReportData) -> tuple[list[str], list[list[str]]]:
     for n in p.front:
         names += [k for k in p.configs.get(n, {}) if k not in names]
     names.sort(key=lambda n: KEY_PARAMS.index(n) if n in KEY_PARAMS else len(KEY_PARAMS))
-    header = ["#", *p.objectives, *names]
-    rows = [[str(n), *[fmt(v) for v in values[n]], *[fmt(p.configs[n].get(k)) for k in names]] for n in p.front]
+    # With k-fold, an objective's spread over folds follows its mean.
+    spread = [o for o in p.objectives if any(o in s for s in p.spread.values())]
+    header = ["#"]
+    for o in p.objectives:
+        header += [o] + ([f"{o} std"] if o in spread else [])
+    header += names
+    rows = []
+    for n in p.front:
+        row = [str(n)]
+        for o, v in zip(p.objectives, values[n]):
+            row += [fmt(v)] + ([fmt(p.spread.get(n, {}).get(o))] if o in spread else [])
+        rows.append(row + [fmt(p.configs[n].get(k)) for k in names])
     return header, rows
 
 

@@ -79,9 +79,15 @@ def pareto_data(trials: list[TrialInfo], objectives: list[str], directions: list
     mask = pareto_mask([list(t.values) for t in ok], directions)
     sign = -1.0 if directions[0] == "maximize" else 1.0
     front = sorted((t for t, m in zip(ok, mask) if m), key=lambda t: (sign * t.values[0], t.number))
+    spread = {}
+    for t in front:  # with k-fold, each objective's spread over folds (measures "<name>_std")
+        m = t.user_attrs.get("measures")
+        found = {o: _float(m.get(f"{o}_std")) for o in objectives} if isinstance(m, dict) else {}
+        if any(v is not None for v in found.values()):
+            spread[t.number] = {o: v for o, v in found.items() if v is not None}
     return ParetoData(list(objectives), list(directions), [t.number for t in points], [list(t.values) for t in points],
                       feasible, [t.number for t in front], {t.number: dict(t.config) for t in points},
-                      len(complete) - len(points))
+                      len(complete) - len(points), spread)
 
 
 def infeasible_rows(trials: list[TrialInfo]) -> list[InfeasibleRow]:

@@ -39,7 +39,8 @@ def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 
     if d.pareto is not None:
         header, rows = front_table_rows(d)
         if rows:
-            keep = list(range(min(len(header), 1 + len(d.objectives) + 6)))  # #, objectives, key parameters
+            n_values = 1 + len(d.objectives) + sum(h.endswith(" std") for h in header)
+            keep = list(range(min(len(header), n_values + 6)))  # #, objectives (and spreads), key parameters
             shown = min(front, len(rows))
             more = f", {shown} shown" if shown < len(rows) else ""
             table = Table(title=f"Pareto front: {len(rows)} trials{more} (best {d.objectives[0]} first)")

@@ -171,7 +171,10 @@ function studyPage() {
       const fkeys = [];
       for (const f of d.front) for (const k of Object.keys(f.config || {})) if (!fkeys.includes(k)) fkeys.push(k);
       setHead($("front"), ["#", ...d.objectives, ...fkeys]);
-      fillRows($("front"), d.front.map((f) => [link(String(f.number), trialHref(name, f.number)), ...f.values,
+      // With k-fold, each objective's spread over folds: "0.91 ± 0.01".
+      const withSpread = (f) => f.values.map((v, i) => (f.spread && typeof f.spread[d.objectives[i]] === "number"
+        ? fmt(v) + " ± " + fmt(f.spread[d.objectives[i]]) : v));
+      fillRows($("front"), d.front.map((f) => [link(String(f.number), trialHref(name, f.number)), ...withSpread(f),
                                                ...fkeys.map((k) => (f.config || {})[k])]));
     }
     $("curves-note").textContent = d.curves_note;
