@@ -232,3 +232,30 @@ def test_front_table_shows_the_spread_over_folds():
     header, rows = front_table_rows(d)
     assert header == ["#", "val_acc", "val_acc std", "params", "width"]
     assert rows == [["0", "0.9", "0.02", "5000", "50"], ["1", "0.8", "0.05", "2000", "20"]]
+
+
+def test_empty_and_all_infeasible_multi_objective_studies_render(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from shoal.dashboard import Source, study_list, study_view
+    from shoal.report._terminal import print_report
+
+    url = f"sqlite:///{tmp_path / 'edge.db'}"
+    optuna.create_study(storage=url, study_name="empty", directions=["maximize", "minimize"])
+    bad = optuna.create_study(storage=url, study_name="bad", directions=["maximize", "minimize"])
+    for v in ([0.5, 1.0], [0.6, 2.0], [-math.inf, math.inf]):
+        bad.add_trial(create_trial(values=v, system_attrs={"constraints:x": 1.0}, user_attrs={"config": {"lr": v[1]}}))
+    for name, infeasible in (("empty", 0), ("bad", 3)):
+        d = build_report(optuna.load_study(study_name=name, storage=url))
+        assert d.pareto.front == [] and d.best == [] and len(d.infeasible) == infeasible
+        page = render_html(d)
+        assert '<section id="pareto">' in page
+        console = Console(file=io.StringIO(), width=120)
+        print_report(d, console)
+        assert "No Pareto front yet" in console.file.getvalue()
+        v = study_view(Source(str(tmp_path / "edge.db")), name)
+        assert v["front"] == [] and v["best"] is None
+    assert _pareto_fig(build_report(bad))["data"][0]["name"] == "infeasible"
+    assert {s["name"]: s["front_size"] for s in study_list(Source(str(tmp_path / "edge.db")))} == {"empty": 0, "bad": 0}
