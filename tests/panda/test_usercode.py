@@ -165,3 +165,10 @@ def test_bad_user_code_is_a_config_error_and_writes_nothing(workdir, kwargs, mes
     with pytest.raises(ConfigError, match=message):
         shoal.babysit(params={"lr": 0.01}, epochs=1, storage="p.db", progress=False, **kwargs)
     assert not (workdir / "p.db").exists()
+
+
+def test_objective_trials_name_their_engine_and_the_study_its_code(workdir):
+    shoal.babysit(objective=objective, params={"lr": 0.01}, epochs=1, storage="p.db", progress=False)
+    st = optuna.load_study(study_name="objective-panda", storage="sqlite:///p.db")
+    assert st.trials[0].user_attrs["engine"] == "objective"
+    assert st.user_attrs["shoal"]["objective"] == "objective"

@@ -165,7 +165,7 @@ def babysit(
     # everything that can fail on user input runs before the storage is touched
     prepared = prepare_data(exp) if kind != "objective" else None
     st = open_study(resolve_storage(storage), name, exp.direction)
-    _study_attrs(st, exp)
+    _study_attrs(st, exp, {} if kind == "preset" else {kind: getattr(code, "__name__", repr(code))})
     settings = {k: v for k, v in settings.items() if k not in ("storage", "study")}
     settings.update(study=name, plateau=None if plateau_obj is None else [plateau_obj.patience, plateau_obj.factor],
                     checkpoints=str(checkpoint_root(storage)))
@@ -366,10 +366,12 @@ def _code_of(settings: Mapping[str, Any], given: Any = None) -> Any:
     return load_path(settings["code"])
 
 
-def _study_attrs(st: optuna.Study, exp) -> None:
+def _study_attrs(st: optuna.Study, exp, code: Mapping[str, str] | None = None) -> None:
+    """The study's ``shoal`` settings, once; ``code`` names the user's model or objective."""
     if "shoal" not in st.user_attrs:
         st.set_user_attr("shoal", {"data": exp.data, "preset": exp.preset, "epochs": exp.epochs,
-                                   "metric": exp.metric, "engine": "single", "mode": "panda", "seed": exp.seed})
+                                   "metric": exp.metric, "engine": "single", "mode": "panda", "seed": exp.seed,
+                                   **(code or {})})
 
 
 def _start_attrs(st, trial_id: int, trainer: Trainer, settings, folder: Path, device: str, lineage) -> None:
@@ -377,7 +379,7 @@ def _start_attrs(st, trial_id: int, trainer: Trainer, settings, folder: Path, de
 
     s = st._storage
     for key, value in {
-        "config": trainer.cfg, "seed": trainer.seed, "engine": "single", "device": device,
+        "config": trainer.cfg, "seed": trainer.seed, "engine": getattr(trainer, "engine", "single"), "device": device,
         "panda": {"settings": settings, "folder": str(folder)}, "events": trainer.events, "lineage": lineage,
         ALIVE: {"pid": _pid(), "host": socket.gethostname(), "time": time.time()},
     }.items():
@@ -486,7 +488,8 @@ def _drive(st, trial_id: int, number: int, trainer: Trainer, folder: Path, devic
                                                        checkpoint_name(tr.epoch, tr.step)).name
 
     def attrs() -> dict[str, Any]:
-        a = trial_attrs([trainer.records], device, "single") if trainer.records else {"curves": {}, "epochs_run": 0}
+        engine = getattr(trainer, "engine", "single")  # "objective" for a user's objective
+        a = trial_attrs([trainer.records], device, engine) if trainer.records else {"curves": {}, "epochs_run": 0}
         a.update(events=trainer.events, seconds=round(sum(r.seconds for r in trainer.records), 4))
         return a
 

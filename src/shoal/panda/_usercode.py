@@ -78,6 +78,8 @@ class ObjectiveTrainer(Trainer):
         >>> t.run(); t.history().last.val_loss  # doctest: +SKIP
     """
 
+    engine = "objective"  # what the trial records as its engine
+
     def __init__(self, objective: Callable[..., Any], config: Mapping[str, Any], *, epochs: int = 10, seed: int = 0,
                  plateau: Plateau | None = None) -> None:
         self.objective = objective
