@@ -213,7 +213,9 @@ def study_list(src: Source) -> list[dict[str, Any]]:
 
 def study_view(src: Source, name: Any, max_curves: int = 200) -> dict[str, Any]:
     """One study: states, best so far, the history and learning-curve figures (running trials' curves
-    from their intermediate values), the best configurations, stages, and the running trials."""
+    from their intermediate values), the best configurations, stages, and the running trials; with
+    several objectives the Pareto front (figure and table), with limits the infeasible trials. Bests
+    count feasible trials only; one-value views use the first objective."""
     from shoal.report._data import GapRules, Importance, ParamData, ReportData
     from shoal.report._html import _curves_fig, _history_fig, _lineage_fig, _pareto_fig, _pareto_matrix_fig
     from shoal.report._sections import (best_row, curve_set, history, infeasible_rows, lineage_data, pareto_data,
@@ -437,7 +439,8 @@ def trial_view(src: Source, name: Any, number: Any) -> dict[str, Any]:
         "study": study.study_name, "number": number, "state": t.state, "value": t.value,
         "metric": _metric(study), "objectives": _objectives(study), "values": t.values, "feasible": t.feasible,
         "constraints": t.constraints, "measures": a.get("measures") if isinstance(a.get("measures"), dict) else None,
-        "infeasible_before_training": a.get("infeasible_before_training"), "config": t.config, "params": t.params, "seed": a.get("seed"),
+        "infeasible_before_training": a.get("infeasible_before_training"), "config": t.config, "params": t.params,
+        "seed": a.get("seed"),
         "seconds": t.seconds, "epochs_run": t.epochs_run, "epoch": _epoch_of(t, live), "device": a.get("device"),
         "engine": a.get("engine"), "stage": t.stage, "fail_reason": t.fail_reason,
         "intermediate": {"epochs": sorted(iv), "values": [iv[k] for k in sorted(iv)]},

@@ -336,7 +336,8 @@ def _importance_fig(d: ReportData) -> dict | None:
     if len(per) > 1:  # one bar per objective and parameter, parameters in the first objective's order
         order = list(dict.fromkeys([k for imp in per.values() for k in imp.values]))[::-1]
         traces = [{"type": "bar", "orientation": "h", "name": o, "x": [imp.values.get(k, 0.0) for k in order],
-                   "y": order, "marker": {"color": PALETTE[i % len(PALETTE)]}} for i, (o, imp) in enumerate(per.items())]
+                   "y": order, "marker": {"color": PALETTE[i % len(PALETTE)]}}
+                  for i, (o, imp) in enumerate(per.items())]
         return {"data": traces, "layout": _layout(height=max(250, 22 * len(order) * len(per) + 80), barmode="group",
                                                   xaxis={"title": {"text": "importance"}})}
     if not d.importance.values:
@@ -553,7 +554,8 @@ def render_html(d: ReportData) -> str:
     n_complete = len(d.history.numbers)
     states = ", ".join(f"{n} {s}" for s, n in sorted(d.states.items()))
     # Sections that need one value use the first objective of a multi-objective study, and say so.
-    first = f" This study has {len(d.objectives)} objectives: this section shows the first, {d.metric}." if d.multi else ""
+    first = (f" This study has {len(d.objectives)} objectives: this section shows the first, {d.metric}."
+             if d.multi else "")
     if d.multi:
         p = d.pareto
         inner = _note(f"Each complete trial by {p.objectives[0]} and {p.objectives[1]}; the Pareto front ("
