@@ -160,13 +160,27 @@ valid_space = st.fixed_dictionaries(
 )
 
 not_in = lambda names: text.filter(lambda s: s not in names)  # noqa: E731
+
+
+def _valid_metric(value: str) -> bool:
+    """Whether ``value`` names measures (aliases such as 'acc' or 'f1' too)."""
+    from shoal._errors import ConfigError
+    from shoal.study._objectives import parse_objectives
+
+    try:
+        parse_objectives(value)
+    except ConfigError:
+        return False
+    return True
+
+
 small_bad_int = st.one_of(st.integers(-5, 0), floats(0.5, 3.5), st.booleans(), text)
 # One setting made invalid, with the word its message must name.
 MUTATIONS = {
     "preset": not_in({"mlp", "cnn"}),
     "strategy": not_in(set(STRATEGIES)),
     "pruner": not_in(set(PRUNERS)),
-    "metric": not_in({"val_loss", "val_acc"}),
+    "metric": text.filter(lambda s: not _valid_metric(s)),
     "engine": not_in({"auto", "single", "population"}),
     "executor": not_in({"auto", "local", "processes", "ray"}),
     "trials": small_bad_int,
@@ -255,7 +269,9 @@ FLAGS = {
     "--strategy": st.sampled_from(sorted(STRATEGIES) + ["bayes", "", "TPE"]),
     "--trials": st.integers(-3, 10**20).map(str) | text,
     "--epochs": st.integers(-3, 5).map(str) | text,
-    "--metric": st.sampled_from(["val_loss", "val_acc", "loss", ""]),
+    "--metric": st.sampled_from(["val_loss", "val_acc", "loss", "", "f1", "val_acc,params", "acc,nope", "r2",
+                                 "val_acc_std", "acc,acc"]),
+    "--constraint": st.sampled_from(["params<=1e5", "nope<=1", "params=3", "epoch_seconds<2", "val_acc>=x"]),
     "--seed": st.integers(-3, 2**70).map(str) | text,
     "--pruner": st.sampled_from(sorted(PRUNERS) + ["asha", ""]),
     "--val-fraction": floats(allow_nan=True, allow_infinity=True).map(repr) | text,

@@ -72,7 +72,7 @@ ALIASES = {"loss": "val_loss", "accuracy": "val_acc", "acc": "val_acc", "balance
 _EPOCH = ("val_loss", "val_acc", "val_balanced_acc", "val_f1", "val_r2", "val_mse", "train_loss", "train_acc")
 
 
-def resolve(name: str) -> str:
+def resolve(name: str, where: str = "the 'metric' setting") -> str:
     """The canonical measure name for ``name`` (aliases, ``<name>_std``); ConfigError if unknown."""
     name = str(name).strip()
     name = ALIASES.get(name, name)
@@ -83,7 +83,7 @@ def resolve(name: str) -> str:
     known = [*MEASURES, *ALIASES]
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise ConfigError(f"Unknown measure {name!r}.{hint} Known measures: {', '.join(MEASURES)} "
+    raise ConfigError(f"Unknown measure {name!r} in {where}.{hint} Known measures: {', '.join(MEASURES)} "
                       f"(and '<measure>_std', the spread over folds, with k-fold).")
 
 
@@ -156,7 +156,7 @@ def parse_constraints(values: Iterable[str] | str | None) -> list[Constraint]:
             raise ConfigError(f"The limit in the constraint {text!r} is not a number.") from None
         if not math.isfinite(limit):
             raise ConfigError(f"The limit in the constraint {text!r} must be a finite number.")
-        out.append(Constraint(resolve(m.group(1)), "<=" if m.group(2).startswith("<") else ">=", limit))
+        out.append(Constraint(resolve(m.group(1), f"the constraint {text!r}"), "<=" if m.group(2).startswith("<") else ">=", limit))
     return out
 
 
