@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -126,16 +127,18 @@ def _step(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, co
 
 
 _compiled = None
+compile_seconds = 0.0  # spent compiling the update in this process (a one-off, not any member's training)
 
 
 def flat_update(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, codes: Codes,
                 table: torch.Tensor) -> None:
     """Apply one step in place (buffers of a length that is a multiple of ``BLOCK``). The update is
     compiled once per process (dynamic sizes); eager if compiling fails or ``SHOAL_NO_COMPILE=1``."""
-    global _compiled
+    global _compiled, compile_seconds
     if _compiled is None:
         _compiled = _update
         if os.environ.get("SHOAL_NO_COMPILE", "") != "1":
+            started = time.perf_counter()
             try:
                 fn = torch.compile(_update, dynamic=True)
                 with torch.no_grad():  # as the real calls run: a grad-mode change would compile again
@@ -146,5 +149,6 @@ def flat_update(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tens
                 _compiled = fn
             except Exception:  # no C++ compiler, unsupported backend: eager is correct, only slower
                 _compiled = _update
+            compile_seconds += time.perf_counter() - started
     with torch.no_grad():
         _step(P, G, M, V, codes, table, _compiled)
