@@ -47,6 +47,10 @@ def member_specs(family: str, input_shape: tuple, n_out: int, cfg: dict) -> tupl
     return tuple(specs) + (("lin", c * h * w, width), ("lin", width, n_out))
 
 
+def _aligned(size: int) -> int:
+    return -(-size // BLOCK) * BLOCK
+
+
 def weight_shape(spec: tuple) -> tuple:
     if spec[0] == "conv":
         return (spec[2], spec[1], spec[3], spec[3])  # torch layout [out, in, k, k]
@@ -135,33 +139,39 @@ class Layout:
             entries += [(b, "W", weight_shape(b.spec), 1), (b, "b", (out,), 0)]
             if b.bn and not b.head:
                 entries += [(b, "g", (out,), 0), (b, "be", (out,), 0)]
-        total = sum(b.n * int(np.prod(shape)) for b, _, shape, _ in entries)
-        total = -(-total // BLOCK) * BLOCK  # the optimizer updates whole blocks; the tail is frozen
+        # Each member's tensor starts on a whole block (64 bytes): the optimizer then updates whole
+        # blocks of one member, and matrix products see the same alignment in every population
+        # (MKL's rounding depends on it: a member's gradient in a population of 2 differed from the
+        # same member's in another population at 1e-5 before, enough for PBT copies to drift).
+        total = sum(b.n * _aligned(int(np.prod(shape))) for b, _, shape, _ in entries)
         self.P = torch.zeros(total, device=device)
         self.G = torch.zeros(total, device=device)
         self.M = torch.zeros(total, device=device)
         self.V = torch.zeros(total, device=device)
         code = np.full(total, 2 * len(self.members), dtype=np.int64)
-        self.slots = []  # (bucket, name, offset, per-member size, per-member shape)
+        self.slots = []  # (bucket, name, offset, per-member stride, per-member shape)
         o = 0
         for b, name, shape, is_w in entries:
             size = int(np.prod(shape))
-            view = self.P.detach()[o : o + b.n * size].view(b.n, *shape).requires_grad_()
-            view.grad = self.G[o : o + b.n * size].view(b.n, *shape)
+            stride = _aligned(size)
+            view = self.P.detach()[o : o + b.n * stride].view(b.n, stride)[:, :size].view(b.n, *shape)
+            view.requires_grad_()
+            view.grad = self.G[o : o + b.n * stride].view(b.n, stride)[:, :size].view(b.n, *shape)
             b.tensors[name] = view
-            code[o : o + b.n * size] = np.repeat(2 * np.arange(b.start, b.end) + is_w, size)
-            self.slots.append((b, name, o, size, shape))
-            o += b.n * size
+            for r in range(b.n):
+                code[o + r * stride : o + r * stride + size] = 2 * (b.start + r) + is_w
+            self.slots.append((b, name, o, stride, shape))
+            o += b.n * stride
         # Entries that never change (code 2K, the optimizer's frozen row), so they stay at zero: the
         # padding of members narrower than their bucket (see _pop_padding), and biases of layers
         # followed by batch norm "before" the activation (untrained as in the single engine: _Block).
         frozen = []
-        for l, b, name, o, size, shape in self._slots_with_layer():
+        for l, b, name, o, stride, shape in self._slots_with_layer():
             for r in range(b.n):
                 m = self.members[b.start + r]
-                base = o + r * size
+                base = o + r * stride
                 if name == "b" and not b.head and m.cfg["batch_norm"] == "before":
-                    frozen.append(np.arange(base, base + size))
+                    frozen.append(np.arange(base, base + int(np.prod(shape))))
                     continue
                 real = self.real_shape(m, l, name)
                 if real != tuple(shape):
@@ -185,9 +195,9 @@ class Layout:
         spec = member.specs[l]
         return tuple(weight_shape(spec)) if name == "W" else (spec[2],)
 
-    def _views(self, buf: torch.Tensor, o: int, size: int, row: int, shape: tuple, real: tuple) -> torch.Tensor:
+    def _views(self, buf: torch.Tensor, o: int, stride: int, row: int, shape: tuple, real: tuple) -> torch.Tensor:
         """One member's own part of an entry (the top-left corner when it is padded)."""
-        view = buf[o + row * size : o + (row + 1) * size].view(*shape)
+        view = buf[o + row * stride : o + row * stride + int(np.prod(shape))].view(*shape)
         if tuple(shape) == tuple(real):
             return view
         return view[tuple(slice(0, n) for n in real)]
@@ -196,11 +206,11 @@ class Layout:
         """(member row, state key, view of that member's own part) for every stacked tensor:
         parameters with their optimizer state (keys ``name``, ``"M" + name``, ``"V" + name``) and
         batch-norm running statistics."""
-        for l, b, name, o, size, shape in self._slots_with_layer():
+        for l, b, name, o, stride, shape in self._slots_with_layer():
             for r in range(b.n):
                 real = self.real_shape(self.members[b.start + r], l, name)
                 for buf, prefix in ((self.P, ""), (self.M, "M"), (self.V, "V")):
-                    yield b.start + r, (prefix + name, l), self._views(buf, o, size, r, shape, real)
+                    yield b.start + r, (prefix + name, l), self._views(buf, o, stride, r, shape, real)
         for l, b in self.all_buckets():
             for name, buf in b.stats.items():
                 for r in range(b.n):
@@ -224,5 +234,5 @@ class Layout:
 
     def _slots_with_layer(self):
         layer_of = {id(b): l for l, b in self.all_buckets()}
-        for b, name, o, size, shape in self.slots:
-            yield layer_of[id(b)], b, name, o, size, shape
+        for b, name, o, stride, shape in self.slots:
+            yield layer_of[id(b)], b, name, o, stride, shape
