@@ -8,8 +8,8 @@ the epoch each member is at and the data it trains on (k-fold folds become membe
 How it is fast: members are bucketed by layer shape (see ``_pop_layout``) so a member costs its own
 FLOPs; all parameters live in one flat buffer so the four optimizer families are one compiled
 elementwise pass (``_pop_optim``); MLP members train without an autograd graph (``_pop_backward``);
-dropout masks come from NumPy. On CPU a CNN population is correct but not faster than one model at
-a time (grouped convolutions were measured at 0.85x).
+dropout masks come from NumPy, a chunk of steps per call (``_pop_dropout``). On CPU a CNN population
+is correct but not faster than one model at a time (grouped convolutions were measured at 0.85x).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from shoal._errors import ConfigError
 from shoal.engine._config import FAMILIES, dropout_rng, epoch_order, lr_at, normalize
 from shoal.engine._models import build_model
 from shoal.engine._pop_backward import mlp_step
+from shoal.engine._pop_dropout import DropoutMasks
 from shoal.engine._pop_forward import forward
 from shoal.engine._pop_layout import Layout, member_specs
-from shoal.engine import _pop_optim
 from shoal.engine._pop_optim import Coefficients, flat_update
 from shoal.engine._pop_padding import plan_padding
 from shoal.engine._single import EVAL_CHUNK, EpochRecord, TensorData
@@ -213,7 +213,6 @@ class Population:
         if not self._members:
             return {}
         start = time.perf_counter()
-        compiled_before = _pop_optim.compile_seconds
         torch.set_flush_denormal(True)  # subnormals make sqrt ~30x slower on CPU
         layout = self._stack()
         members = layout.members
@@ -232,6 +231,7 @@ class Population:
         loss_sum = torch.zeros(K, device=self.device)
         correct = torch.zeros(K, device=self.device)
         leaves = layout.leaves()
+        drop = DropoutMasks(layout, rngs, counts, B, self.device)
         for i in range(S):
             c = counts[:, i]
             cmax = int(c.max())
@@ -240,7 +240,7 @@ class Population:
             w = None
             if (c != cmax).any():
                 w = torch.from_numpy((np.arange(cmax)[None, :] < c[:, None]).astype(np.float32)).to(self.device)
-            masks = self._dropout_masks(layout, rngs, c, cmax)
+            masks = drop.step(i, cmax)
             if w is not None:
                 denom = torch.from_numpy(np.maximum(c, 1).astype(np.float32)).to(self.device)
             if self.family == "mlp":  # hand-written backward: gradients straight into layout.G
@@ -265,8 +265,7 @@ class Population:
         val_loss, val_acc, scores = self._evaluate(layout)
         train_loss = (loss_sum.cpu().double() / torch.from_numpy(n)).tolist()
         train_acc = (correct.cpu().double() / torch.from_numpy(n)).tolist()
-        # the update's one-off compile (first epoch of a process) is nobody's training time
-        seconds = time.perf_counter() - start - (_pop_optim.compile_seconds - compiled_before)
+        seconds = time.perf_counter() - start
         records = {}
         # A member's seconds: its share of the population's time, by multiply-adds per example
         work = np.array([_multiply_adds(m.specs, self.input_shape) * m.data.n_train for m in members], dtype=float)
@@ -289,37 +288,6 @@ class Population:
             return F.cross_entropy(out.reshape(K * Bn, -1), y.reshape(-1), reduction="none").view(K, Bn)
         err = out.reshape(y.shape) - y
         return (err * err).reshape(K, Bn, -1).mean(2)
-
-    def _dropout_masks(self, layout: Layout, rngs: list, c: np.ndarray, cmax: int) -> dict | None:
-        """Per bucket ``[K_b, B, width]`` masks already scaled by 1/(1-p); drawn per member, per
-        layer, shape [rows, width] from its own stream, as the single engine's ``_Dropout``."""
-        masks = {}
-        for l, buckets in enumerate(layout.layers):
-            for j, b in enumerate(buckets):
-                if not b.dropout:
-                    continue
-                arr = np.empty((b.n, cmax, b.spec[2]), dtype=np.float32)
-                p = np.zeros((b.n, 1, 1), dtype=np.float32)
-                for r in range(b.n):
-                    k = b.start + r
-                    pk = layout.members[k].cfg["dropout"]
-                    if pk > 0 and c[k] > 0:
-                        # the member's own width: the same draws as alone; padded units get 1
-                        width = layout.members[k].specs[l][2]
-                        if width == b.spec[2]:
-                            rngs[k].random(out=arr[r, : c[k]], dtype=np.float32)
-                        else:
-                            arr[r, : c[k], :width] = rngs[k].random((int(c[k]), width), dtype=np.float32)
-                            arr[r, : c[k], width:] = 1.0
-                        p[r] = pk
-                    else:
-                        arr[r] = 1.0
-                    if c[k] < cmax:
-                        arr[r, c[k] :] = 1.0
-                scale = (1.0 / (1.0 - p)).astype(np.float32)
-                m = np.where(arr >= p, scale, np.float32(0.0))
-                masks[(l, j)] = torch.from_numpy(m).to(self.device)
-        return masks or None
 
     @torch.no_grad()
     def _evaluate(self, layout: Layout) -> tuple[list[float], list[float], list[dict[str, float]]]:
