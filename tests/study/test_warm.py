@@ -98,3 +98,22 @@ def test_retune_from_the_command_line(workdir):
     assert sum("warm_start_of" in t.user_attrs for t in new.trials) == 2
     # the earlier study's settings carried over: same data, epochs and fixed widths
     assert all(t.user_attrs["epochs_run"] == 2 and t.user_attrs["config"]["width"] == 16 for t in new.trials)
+
+
+def test_the_report_puts_the_earlier_best_beside_their_new_results(earlier):
+    """`shoal report` of a warm-started study: a section with each earlier best configuration's old
+    rank and value next to its value and rank on the new data."""
+    from shoal.report import load_report
+    from shoal.report._html import render_html
+
+    shoal.retune("old.log", top=3, objective=new_data, space=_space(), trials=8, storage="new.log", study="new",
+                 progress=False)
+    data = load_report("new.log", "new", importance=False)
+    assert [r["old_trial"] for r in data.warm] == [t.number for t in earlier[:3]]
+    assert [r["old_value"] for r in data.warm] == pytest.approx([t.value for t in earlier[:3]])
+    for r in data.warm:  # each re-ran: its value is the new objective of the same configuration
+        assert r["new_value"] == pytest.approx(new_data(earlier[r["old_rank"] - 1].user_attrs.get("config")
+                                                        or earlier[r["old_rank"] - 1].params))
+    html = render_html(data)
+    assert "Warm start: did the earlier best settings survive?" in html
+    assert f"ranks {data.warm[0]['new_rank']} of {data.warm[0]['of']} here" in html

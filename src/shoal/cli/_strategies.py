@@ -86,6 +86,7 @@ def retune(
     from rich.table import Table
 
     from shoal.study._tune import retune as run_retune
+    from shoal.report._html import warm_rows
     from shoal.study._warm import compare
 
     settings = {k: v for k, v in dict(data=data, trials=trials, epochs=epochs, strategy=strategy, storage=storage,
@@ -93,13 +94,12 @@ def retune(
     result = run_retune(source, from_study=from_study, top=top, narrow=narrow, progress=not quiet, console=console,
                         **settings)
     table = Table(title=f"did the best settings of {result.study.user_attrs['warm_start']['study']!r} survive?")
-    for col in ("earlier rank", "earlier value", "new trial", "new value", "new rank"):
+    header, rows = warm_rows(compare(result.study), result.experiment.metric.split(",")[0])
+    for col in header:
         table.add_column(col, justify="right")
-    for row in compare(result.study):
-        fmt = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
-        table.add_row(str(row["old_rank"]), fmt(row["old_value"]), fmt(row["new_trial"]), fmt(row["new_value"]),
-                      "-" if row["new_rank"] is None else f"{row['new_rank']} of {row['of']}")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     if result.best_value is not None:
-        console.print(f"best {result.experiment.metric} [green]{result.best_value:.4g}[/] (trial "
+        console.print(f"best {result.experiment.objectives[0]} [green]{result.best_value:.4g}[/] (trial "
                       f"{result.best_trial.number}); study [bold]{result.study.study_name}[/].")

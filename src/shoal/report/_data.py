@@ -274,6 +274,10 @@ class ReportData:
     constraints: list[str] = field(default_factory=list)  # the limits as the user set them, e.g. "params<=100000"
     constrained: bool = False  # some trial recorded a constraint
     infeasible: list[InfeasibleRow] = field(default_factory=list)
+    # a warm-started study: where it started from, and how each earlier best configuration fared here
+    # (rows of ``shoal.study._warm.compare``: old_trial, old_rank, old_value, new_trial, new_value, new_rank, of)
+    warm_source: dict[str, Any] | None = None
+    warm: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def multi(self) -> bool:

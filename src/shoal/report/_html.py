@@ -44,6 +44,7 @@ FRONT = "#EF553B"  # the Pareto front
 # constrained one (after the best configurations).
 PARETO_SECTION = ("pareto", "Pareto front")
 CONSTRAINTS_SECTION = ("constraints", "Constraints: infeasible trials")
+WARM_SECTION = ("warm", "Warm start: did the earlier best settings survive?")
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 0 auto; max-width: 1200px;
        padding: 1em 2em; color: #222; }
@@ -491,6 +492,30 @@ def gap_summary(d: ReportData) -> str:
             f"(final train accuracy below {r.underfit_share:.0%} of the study's best).")
 
 
+def warm_rows(warm: list[dict[str, Any]], metric: str) -> tuple[list[str], list[list[str]]]:
+    """The earlier study's best configurations side by side (rows of ``shoal.study._warm.compare``):
+    old rank and value, new value and rank."""
+    header = ["earlier trial", "earlier rank", f"earlier {metric}", "trial here", f"{metric} here", "rank here"]
+    rows = [[str(r["old_trial"]), str(r["old_rank"]), fmt(r["old_value"]),
+             "-" if r["new_trial"] is None else str(r["new_trial"]),
+             "not run" if r["new_trial"] is None else "did not complete" if r["new_value"] is None else fmt(r["new_value"]),
+             "-" if r["new_rank"] is None else f"{r['new_rank']} of {r['of']}"] for r in warm]
+    return header, rows
+
+
+def warm_summary(d: ReportData) -> str:
+    """One sentence: where the study started from and how the earlier best fared."""
+    src = d.warm_source or {}
+    text = (f"This study started from study {src.get('study')!r} ({src.get('from')}): its {len(d.warm)} best "
+            f"configurations ran first here ({src.get('queued', len(d.warm))} queued).")
+    top = d.warm[0] if d.warm else None
+    if top is not None and top["new_rank"] is not None:
+        text += f" The earlier best (trial {top['old_trial']}) ranks {top['new_rank']} of {top['of']} here."
+    elif top is not None:
+        text += f" The earlier best (trial {top['old_trial']}) has no complete result here yet."
+    return text
+
+
 def timing_rows(d: ReportData) -> list[tuple[str, str]]:
     t = d.timing
     if t is None:
@@ -642,11 +667,16 @@ def render_html(d: ReportData) -> str:
             _note("Each line is one trial, from its start to its end.") + "{{fig:timing}}"
     else:
         body["timing"] = _empty("No finished trial has start and end times.")
+    if d.warm:
+        header, rows = warm_rows(d.warm, d.metric)
+        body["warm"] = _note(warm_summary(d)) + _table(header, rows)
     order = [PARETO_SECTION] if "pareto" in body else []
     for sid, head in SECTIONS:
         order.append((sid, head))
         if sid == "best" and "constraints" in body:
             order.append(CONSTRAINTS_SECTION)
+        if sid == "best" and "warm" in body:
+            order.append(WARM_SECTION)
     sections = [(sid, head, body[sid]) for sid, head in order]
     return page(f"shoal report: {d.study_name}", f"{sum(d.states.values())} trials ({states}); "
                 f"{objectives_text(d)}.", sections, figs)

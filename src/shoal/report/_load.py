@@ -193,7 +193,18 @@ def build_report(study: optuna.Study, *, color_by: str | None = None, max_curves
         objective_importance=per_objective,
         constraints=[str(c) for c in limits] if isinstance(limits, (list, tuple)) else [],
         constrained=any(t.feasible is not None for t in trials), infeasible=infeasible_rows(trials),
+        **_warm_start(study),
     )
+
+
+def _warm_start(study: optuna.Study) -> dict[str, Any]:
+    """A warm-started study's source and the earlier best configurations' old and new results."""
+    info = study.user_attrs.get("warm_start")
+    if not info:
+        return {}
+    from shoal.study._warm import compare
+
+    return {"warm_source": dict(info), "warm": compare(study)}
 
 
 def objective_names(settings: dict[str, Any], n: int) -> list[str]:

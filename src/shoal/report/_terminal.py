@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shoal.report._html import (best_table_rows, constraints_summary, fmt, front_table_rows, gap_summary,
-                                infeasible_table_rows, objectives_text, timing_rows)
+                                infeasible_table_rows, objectives_text, timing_rows, warm_rows, warm_summary)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -63,6 +63,16 @@ def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 
             for row in rows[:top]:
                 table.add_row(*row)
             console.print(table)
+
+    if d.warm:
+        console.print(warm_summary(d), highlight=False)
+        header, rows = warm_rows(d.warm, d.metric)
+        table = Table(title="warm start: the earlier best configurations here")
+        for col in header:
+            table.add_column(col, justify="right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
 
     per = {o: imp for o, imp in d.objective_importance.items() if imp.values}
     if len(per) > 1:

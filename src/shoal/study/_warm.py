@@ -109,14 +109,15 @@ def compare(study: optuna.Study) -> list[dict[str, Any]]:
         raise ConfigError(f"The study {study.study_name!r} was not warm-started (run `shoal retune`).")
     from shoal.study._objectives import feasible
 
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.values is not None and feasible(t) and math.isfinite(t.values[0])]
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == TrialState.COMPLETE
+            and t.values is not None and feasible(t) and math.isfinite(t.values[0])]
     sign = 1.0 if study.directions[0].name.lower() == "minimize" else -1.0
     ranked = sorted(done, key=lambda t: sign * t.values[0])
     rank_of = {t.number: i + 1 for i, t in enumerate(ranked)}
     rows = []
     for old_rank, rec in enumerate(info["trials"], start=1):
-        new = next((t for t in study.get_trials(deepcopy=False)
+        new = next((t for t in trials
                     if (t.user_attrs.get("warm_start_of") or {}).get("trial") == rec["trial"]
                     and t.user_attrs.get("fail_reason") != "interrupted"), None)
         rows.append({"old_trial": rec["trial"], "old_rank": old_rank, "old_value": rec["value"],
