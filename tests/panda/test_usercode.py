@@ -62,11 +62,6 @@ def _wait_for(predicate, proc, timeout=90.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _shoal(*args: str, cwd) -> subprocess.CompletedProcess:
-    env = {**subprocess_env(), "PYTHONPATH": f"{cwd}:{subprocess_env()['PYTHONPATH']}"}
-    return subprocess.run([sys.executable, "-m", "shoal", *args], cwd=cwd, env=env, capture_output=True, text=True)
-
-
 @pytest.mark.slow
 def test_objective_is_steered_from_another_process_resumed_after_sigkill_and_forked(workdir):
     (workdir / "ucode.py").write_text(UCODE)
@@ -77,8 +72,8 @@ def test_objective_is_steered_from_another_process_resumed_after_sigkill_and_for
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _wait_for(lambda: (folder / "epoch-002.pt").exists(), proc, what="epoch 2 checkpoint")
-        sent = _shoal("control", "lr", "0.05", "-s", "p.db", "--wait", "30", cwd=workdir)
-        assert sent.returncode == 0 and "set_lr applied at epoch" in sent.stdout, sent.stdout + sent.stderr
+        # from this process, as `shoal control lr 0.05` from another terminal (tests/panda/test_cli_and_aids.py)
+        assert panda.set_lr("p.db", None, 0, 0.05, wait=30)["event"] is not None
         _wait_for(lambda: any(lr == 0.05 for lr, _ in _calls(workdir)), proc, what="a call with the new lr")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -111,9 +106,9 @@ def test_objective_is_steered_from_another_process_resumed_after_sigkill_and_for
     assert [s for _, s in _calls(workdir)[killed_calls:]] == list(range(last, n))
     assert "resume" in [e["what"] for e in t.user_attrs["events"]]
 
-    forked = _shoal("fork", "--trial", "0", "--epoch", "2", "-p", "lr=0.001", "--epochs", "4", "-s", "p.db",
-                    "--study", "fn-panda", "-q", cwd=workdir)
-    assert forked.returncode == 0, forked.stdout + forked.stderr
+    forked = panda.fork(trial=0, epoch=2, params={"lr": 0.001}, epochs=4, storage="p.db", study="fn-panda",
+                        objective="ucode.py:fn", progress=False)  # the file path form of 'ucode:fn'
+    assert forked.state == "complete"
     child = optuna.load_study(study_name="fn-panda", storage="sqlite:///p.db").trials[1]
     assert child.user_attrs["lineage"] == {"parent_trial": 0, "parent_epoch": 2, "changes": {"lr": 0.001}}
     assert child.user_attrs["curves"]["val_loss"] == pytest.approx([0.1 + 1, 0.1 + 1 / 2, 0.01 + 1 / 3, 0.01 + 1 / 4])

@@ -91,8 +91,8 @@ def _pool(model: Any, exp: Experiment, data: PreparedData, keys: list[str]) -> t
     """Where the members train, how to tell a member's engine, and how many worker processes.
 
     In this process by default (a ``ModulePool``). With ``workers=N`` (N > 1), in N worker
-    processes (the engine's ``ProcessPool``): members that batch together share a worker, members
-    of a module ``vmap`` cannot trace spread over them. A model the workers cannot import (a
+    processes on the CPU (the engine's ``ProcessPool``): members that batch together share a
+    worker, members of a module ``vmap`` cannot trace spread over them. A model the workers cannot import (a
     class or function defined inside another function) trains in this process, and says why.
     """
     import functools
