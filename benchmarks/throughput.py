@@ -11,7 +11,8 @@ last, ``speedup vs optuna: X.XXx``.
 
     python benchmarks/throughput.py --quick
     python benchmarks/throughput.py
-    python benchmarks/throughput.py --data mnist
+    python benchmarks/throughput.py --data mnist            # or --data mnist:DIR, any load_dataset spec
+    python benchmarks/throughput.py --ceiling               # per-step cost: one member, K alike, the mix
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def sample_configs(n: int, seed: int, space_name: str = "preset") -> tuple[list[
 def load(name: str):
     from shoal.data import load_dataset, prepare, train_val_split
 
-    ds = load_dataset(MNIST if name == "mnist" else "digits")
+    ds = load_dataset(MNIST if name == "mnist" else name)
     return prepare(ds, train_val_split(ds, val_fraction=0.2, seed=0))
 
 
@@ -210,6 +211,75 @@ def run_pool(cfgs, data, epochs, workers) -> float:
     return time.perf_counter() - start
 
 
+def _per_step(fn, steps: int, reps: int = 3) -> float:
+    """Median seconds per step of ``fn`` (one epoch of ``steps`` steps), after one warm call."""
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) / steps)
+    return float(np.median(times))
+
+
+def ceiling(cfgs, data, batch: int, threads: int) -> None:
+    """Per-step milliseconds at one batch size, one thread per process: what bounds a population.
+
+    (1) one member in the single engine (the Optuna user's cost per step), (2) the same member alone
+    in a population, (3) K members of that one shape (learning rates differ), (4) the K members of
+    the preset mix at this batch size, (5) the same K trained one after another in the single
+    engine, and (6) the matrix products alone of that mix, as plain ``torch.mm`` calls (forward,
+    weight and input gradients): a floor no engine on this CPU beats.
+    """
+    import torch
+
+    from shoal.engine import hidden_widths, normalize, train
+    from shoal.engine._population import Population
+
+    torch.set_num_threads(threads)
+    n_in = int(np.prod(data.input_shape))
+    steps = -(-data.n_train // batch)
+    mix = [normalize(c) for c in cfgs if normalize(c)["batch_size"] == batch]
+    K = len(mix)
+    one = normalize({"batch_size": batch, "width": 128, "depth": 2, "optimizer": "adam", "lr": 1e-3})
+    alike = [{**one, "lr": 1e-3 * (1 + i / K)} for i in range(K)]
+
+    def population(members):
+        pop = Population("mlp", data.input_shape, data.n_outputs, data.task, batch_size=batch)
+        for i, c in enumerate(members):
+            pop.add(i, c, seed=i, data=data, epochs=10**6)
+        return lambda: pop.run_epoch()
+
+    def matmuls(members):
+        mats = []
+        for c in members:
+            dims = [n_in] + hidden_widths(c) + [data.n_outputs]
+            for a, b in zip(dims[:-1], dims[1:]):
+                mats.append((torch.randn(batch, a), torch.randn(a, b), torch.randn(batch, b)))
+
+        def run():
+            for _ in range(steps):
+                for x, w, g in mats:
+                    torch.mm(x, w), torch.mm(x.t(), g), torch.mm(g, w.t())
+        return run
+
+    def flops(members):
+        return sum(6.0 * batch * matmul_flops(c, n_in, data.n_outputs) for c in members)
+
+    rows = [("(1) one member, single engine", [one], lambda: train(one, data, epochs=1, seed=0)),
+            ("(2) one member, population", [one], population([one])),
+            (f"(3) {K} alike members, population", alike, population(alike)),
+            (f"(4) {K} preset members, population", mix, population(mix)),
+            (f"(5) the {K} one by one, single engine", mix, lambda: run_single(mix, data, 1)),
+            ("(6) their matrix products alone", mix, matmuls(mix))]
+    print(f"per step at batch {batch}, {threads} thread(s), {steps} steps per epoch on {data.n_train} rows "
+          f"(width 128 x 2 for the alike members; the mix: widths 32-512, depths 1-4, every option)")
+    for name, members, fn in rows:
+        sec = _per_step(fn, steps)
+        print(f"{name:<38} {1e3 * sec:8.2f} ms/step  {1e3 * sec / len(members):7.3f} ms per member  "
+              f"{flops(members) / sec / 1e9:6.1f} GFLOP/s")
+
+
 def sgemm_rate(threads=2, n=2048, reps=10, device="cpu") -> float:
     import torch
 
@@ -236,7 +306,7 @@ def _sync(device) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer configs: under 2 minutes")
-    ap.add_argument("--data", choices=["digits", "mnist"], default="digits")
+    ap.add_argument("--data", default="digits", help="digits, mnist (the shared 10k images) or mnist:DIR")
     ap.add_argument("--n", type=int, default=None, help="configs (default 24 quick, 96 full)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
@@ -245,6 +315,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="worker processes for (c2); 1 skips it")
     ap.add_argument("--space", choices=sorted(SPACES), default="preset",
                     help="preset: the whole mlp preset; narrow: the issue's prototype setting")
+    ap.add_argument("--ceiling", action="store_true", help="only per-step costs at --batch (see ceiling())")
+    ap.add_argument("--batch", type=int, default=16, help="batch size for --ceiling")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for --ceiling")
     args = ap.parse_args()
     n = args.n or (24 if args.quick else 96)
 
@@ -256,6 +329,9 @@ def main() -> None:
     cfgs, params = sample_configs(n, args.seed, args.space)
     p = load(args.data)
     data = TensorData.from_prepared(p, args.device)
+    if args.ceiling:
+        ceiling(cfgs, data, args.batch, args.threads)
+        return
     n_in = int(np.prod(data.input_shape))
     flops = sum(6.0 * data.n_train * args.epochs * matmul_flops(c, n_in, data.n_outputs) for c in cfgs)
     peak = sgemm_rate(2, device=args.device)
