@@ -264,3 +264,29 @@ def test_a_warm_start_from_a_pareto_search_reruns_its_front_first(workdir):
     first = sorted(new.study.trials, key=lambda t: t.number)[: len(front)]
     assert [t.user_attrs["warm_start_of"]["trial"] for t in first] == front
     assert all(t.params == old.study.trials[n].params for t, n in zip(first, front))
+
+
+def test_population_training_seconds_leave_out_the_one_off_compile(small_digits, monkeypatch):
+    """Members share the epoch's time by their multiply-adds; the optimizer update's compile (once per
+    process) is left out, so the first population's trials do not look slow."""
+    import time
+
+    from shoal.engine import _pop_optim
+    from shoal.engine._population import Population
+
+    monkeypatch.setattr(_pop_optim, "_compiled", None)  # compile again in this test
+    monkeypatch.delenv("SHOAL_NO_COMPILE", raising=False)
+    pop = Population("mlp", small_digits.input_shape, small_digits.n_outputs, small_digits.task, 64)
+    widths = {0: 16, 1: 64}
+    for key, width in widths.items():
+        pop.add(key, {"width": width, "depth": 1, "optimizer": "adam"}, key, small_digits, 2)
+    before = _pop_optim.compile_seconds
+    start = time.perf_counter()
+    records = pop.run_epoch()
+    wall = time.perf_counter() - start
+    compiled = _pop_optim.compile_seconds - before
+    assert compiled > 0
+    total = sum(r.seconds for r in records.values())
+    assert total <= wall - compiled + 1e-6
+    ratio = records[1].seconds / records[0].seconds  # shares by multiply-adds: (64*64 + 64*10) / (64*16 + 16*10)
+    assert ratio == pytest.approx((64 * 64 + 64 * 10) / (64 * 16 + 16 * 10))
