@@ -106,3 +106,28 @@ def test_state_files_are_removed_and_an_unpicklable_state_only_turns_resume_off(
     assert "cannot be saved" in caplog.text
     files = StateFiles("s.db", "s")
     assert not list(files.folder.glob(f"{files.stem}.*"))
+
+
+def test_ctrl_c_stops_after_the_epoch_and_the_same_call_goes_on_from_it(workdir):
+    import os
+
+    calls = []
+
+    def fn(config, epochs, state=None):
+        step = state or 0
+        calls.append(step)
+        if step == 1 and len(calls) == 2:  # Ctrl-C while the first trial trains its second epoch
+            os.kill(os.getpid(), signal.SIGINT)
+        return config["x"] + 1.0 / (step + epochs), step + epochs
+
+    settings = dict(space=Space([Float("x", 0.0, 1.0)]), strategy="grid", grid_points=2, trials=2, epochs=4,
+                    storage="c.db", study="c", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        shoal.tune(fn, **settings)
+    assert calls == [0, 1]  # the epoch under way finished, and was saved
+    result = shoal.tune(fn, **settings)
+    assert calls[2:4] == [2, 3]  # the retry trains epochs 3 and 4 only
+    done = [t for t in result.study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 2
+    for t in done:
+        assert t.user_attrs["curves"]["value"] == pytest.approx([t.params["x"] + 1 / s for s in range(1, 5)])
