@@ -44,12 +44,8 @@ def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 
             keep = list(range(min(len(header), n_values + 6)))  # #, objectives (and spreads), key parameters
             shown = min(front, len(rows))
             more = f", {shown} shown" if shown < len(rows) else ""
-            table = Table(title=f"Pareto front: {len(rows)} trials{more} (best {d.objectives[0]} first)")
-            for i in keep:
-                table.add_column(header[i], justify="right", no_wrap=True, min_width=min(len(header[i]), 8))
-            for row in rows[:shown]:
-                table.add_row(*[row[i] for i in keep])
-            console.print(table)
+            console.print(_table(f"Pareto front: {len(rows)} trials{more} (best {d.objectives[0]} first)",
+                                 header, rows[:shown], keep))
         else:
             console.print("[yellow]No Pareto front yet: no feasible complete trial with finite values.[/]")
 
@@ -57,22 +53,12 @@ def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 
         console.print(constraints_summary(d))
         header, rows = infeasible_table_rows(d)
         if rows:
-            table = Table(title="infeasible trials")
-            for col in header:
-                table.add_column(col, justify="right")
-            for row in rows[:top]:
-                table.add_row(*row)
-            console.print(table)
+            console.print(_table("infeasible trials", header, rows[:top]))
 
     if d.warm:
         console.print(warm_summary(d), highlight=False)
         header, rows = warm_rows(d.warm, d.metric)
-        table = Table(title="warm start: the earlier best configurations here")
-        for col in header:
-            table.add_column(col, justify="right")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+        console.print(_table("warm start: the earlier best configurations here", header, rows))
 
     per = {o: imp for o, imp in d.objective_importance.items() if imp.values}
     if len(per) > 1:
@@ -99,12 +85,8 @@ def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 
         header, rows = best_table_rows(d)
         keep = [i for i, h in enumerate(header) if h not in ("seconds", "epochs")][:9]  # #, values, key parameters
         by = f" by {d.metric}" if d.multi else ""
-        table = Table(title=f"best {min(top, len(rows))} {'feasible ' if d.constrained else ''}configurations{by}")
-        for i in keep:
-            table.add_column(header[i], justify="right", no_wrap=True, min_width=min(len(header[i]), 8))
-        for row in rows[:top]:
-            table.add_row(*[row[i] for i in keep])
-        console.print(table)
+        console.print(_table(f"best {min(top, len(rows))} {'feasible ' if d.constrained else ''}configurations{by}",
+                             header, rows[:top], keep))
 
     if d.gaps:
         console.print(gap_summary(d))
@@ -137,3 +119,16 @@ def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 
         for k, v in rows:
             table.add_row(k, v)
         console.print(table)
+
+
+def _table(title: str, header: list[str], rows: list[list[str]], keep: list[int] | None = None):
+    """A right-aligned rich table of ``rows`` (only the columns ``keep``, when given)."""
+    from rich.table import Table
+
+    keep = list(range(len(header))) if keep is None else keep
+    table = Table(title=title)
+    for i in keep:
+        table.add_column(header[i], justify="right", no_wrap=True, min_width=min(len(header[i]), 8))
+    for row in rows:
+        table.add_row(*[row[i] for i in keep])
+    return table
