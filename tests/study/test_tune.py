@@ -233,3 +233,25 @@ def test_example_experiment_file_is_valid():
     assert space["optimizer"].choices == ("adam", "momentum", "rmsprop")
     assert (space["lr"].low, space["lr"].high, space["lr"].log) == (1e-4, 1e-1, True)
     assert space["batch_size"].values() == [32, 64, 128, 256]
+
+
+def test_a_resumed_seeded_study_draws_new_configurations(workdir):
+    """Running the same seeded command with a larger budget goes on sampling: the sampler does not
+    restart its stream at the study seed (which repeated every stored trial's parameters)."""
+    from shoal.space import Float, Space
+
+    space = Space([Float("x", 0.0, 1.0)])
+    first = shoal.tune(lambda c: c["x"], space=space, strategy="random", trials=3, storage="r.log", study="r",
+                       seed=4, progress=False)
+    before = [t.params["x"] for t in sorted(first.study.trials, key=lambda t: t.number)]
+    again = shoal.tune(lambda c: c["x"], space=space, strategy="random", trials=6, storage="r.log", study="r",
+                       seed=4, progress=False)
+    xs = [t.params["x"] for t in sorted(again.study.trials, key=lambda t: t.number)]
+    assert len(xs) == 6 and len(set(xs)) == 6
+    assert xs[:3] == before
+    # and the same two commands in a fresh storage give the same six values: still reproducible
+    shoal.tune(lambda c: c["x"], space=space, strategy="random", trials=3, storage="s.log", study="r", seed=4,
+               progress=False)
+    repeat = shoal.tune(lambda c: c["x"], space=space, strategy="random", trials=6, storage="s.log", study="r",
+                        seed=4, progress=False)
+    assert [t.params["x"] for t in sorted(repeat.study.trials, key=lambda t: t.number)] == xs

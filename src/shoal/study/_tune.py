@@ -68,6 +68,16 @@ def open_study(storage: Any, name: str, direction: str | list[str], sampler=None
     return study
 
 
+def resumed_seed(seed: int, existing: int) -> int:
+    """The sampler seed of a run that finds ``existing`` trials in its study: reproducible, and a
+    different random stream for each resume point (a fresh study keeps the study seed)."""
+    import numpy as np
+
+    if not existing:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(existing)]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
 def _best(study: optuna.Study) -> tuple[dict | None, float | None, Any]:
     """The best complete trial within every limit: by the value, or with several objectives by
     the first one among the Pareto front (``TuneResult.pareto`` holds the whole front)."""
@@ -362,6 +372,12 @@ def _run(exp: Experiment, space: Space, direction: str | list[str], metric: str,
     objectives = metric.split(",")
     directions = [direction] if isinstance(direction, str) else list(direction)
     study = open_study(storage, exp.study_name, directions, sampler, pruner)
+    existing = len(study.get_trials(deepcopy=False))
+    if existing and exp.strategy != "grid":
+        # A resumed study: the sampler's random stream continues from what is stored rather than
+        # restarting at the study seed (which drew the stored trials' parameters once again).
+        study.sampler = make_sampler("random" if staged else exp.strategy, space=space, grid_points=exp.grid_points,
+                                     seed=resumed_seed(exp.seed, existing))
     study.set_user_attr("shoal", {**{k: v for k, v in exp.to_dict().items() if k != "params"},
                                   **({"params": exp.params} if _plain(exp.params) else {}),
                                   "metric": objectives[0], "objectives": objectives, "space": space.describe(), **attrs})
