@@ -131,3 +131,25 @@ def test_a_failing_stage_trial_is_recorded_and_the_plan_goes_on(workdir):
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert failed and all("sgd is broken" in t.user_attrs["fail_reason"] for t in failed)
     assert all(t.user_attrs["config"]["optimizer"] != "sgd" for t in trials[10:]), "failed values are not kept"
+
+
+def test_a_stage_resumed_midway_draws_new_points(workdir):
+    """A coarse stage stopped (Ctrl-C) after 4 of its 10 trials and run again goes on with new points:
+    its quasi-random sampler does not restart where the first run started."""
+    kwargs = dict(space=_space(), strategy="coarse-to-fine", stages="qmc:10,tpe", trials=20, storage="mid.log",
+                  study="mid", seed=2, progress=False)
+    calls = []
+
+    def stopped_after_four(config):
+        calls.append(config)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return _objective(config)
+
+    with pytest.raises(KeyboardInterrupt):
+        shoal.tune(stopped_after_four, **kwargs)
+    shoal.tune(_objective, **kwargs)
+    study = optuna.load_study(study_name="mid", storage=resolve_storage("mid.log"))
+    coarse = [tuple(sorted(t.params.items())) for t in study.get_trials()
+              if t.user_attrs["stage"] == 0 and t.state.name == "COMPLETE"]
+    assert len(coarse) == 10 and len(set(coarse)) == 10

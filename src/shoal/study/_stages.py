@@ -168,7 +168,8 @@ class StagePlanner:
         study: the real Optuna study.
         space: the full search space.
         stages: (strategy, trials) per stage, from ``parse_stages``.
-        seed: the study seed; stage ``i``'s sampler is seeded with ``seed + i``.
+        seed: the study seed; stage ``i``'s sampler is seeded with ``seed + i`` (on resume, with a seed
+            derived from it and the stage's stored trial count).
         top_fraction: the share of finished trials a stage narrows around (at least 3).
         margin: how far past the top configurations' range a narrowed range reaches (a share of
             the full range, on each side).
@@ -240,7 +241,12 @@ class StagePlanner:
         stage.first_trial = first_trial
         stage.space = self.space.copy().update(overrides)
         i = self.stages.index(stage)
-        sampler = make_sampler(stage.strategy, seed=self.seed + i, space=stage.space, grid_points=self.grid_points)
+        from shoal.study._tune import resumed_seed
+
+        # a stage resumed with trials stored continues its stream instead of drawing them again
+        stored = sum(1 for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("stage") == i)
+        sampler = make_sampler(stage.strategy, seed=resumed_seed(self.seed + i, stored), space=stage.space,
+                               grid_points=self.grid_points)
         stage.private = optuna.create_study(direction=self.study.direction.name.lower(), sampler=sampler)
         if i > 0:  # warm start: what earlier stages found inside this stage's space
             for t in self.study.get_trials(deepcopy=False, states=(_state("COMPLETE"),)):
