@@ -133,7 +133,9 @@ compile_seconds = 0.0  # spent compiling the update in this process (a one-off, 
 def flat_update(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, codes: Codes,
                 table: torch.Tensor) -> None:
     """Apply one step in place (buffers of a length that is a multiple of ``BLOCK``). The update is
-    compiled once per process (dynamic sizes); eager if compiling fails or ``SHOAL_NO_COMPILE=1``."""
+    compiled once per process (dynamic sizes); eager if compiling fails or ``SHOAL_NO_COMPILE=1``. The
+    element-wise form of mixed blocks compiles when a layout first has some (only padded members
+    do: every member's tensors start on a block), so a process without padding compiles one graph."""
     global _compiled, compile_seconds
     if _compiled is None:
         _compiled = _update
@@ -143,9 +145,6 @@ def flat_update(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tens
                 fn = torch.compile(_update, dynamic=True)
                 with torch.no_grad():  # as the real calls run: a grad-mode change would compile again
                     _step(P.clone(), G, M.clone(), V.clone(), codes, table, fn)  # probe on copies
-                    # and the element-wise form of mixed blocks, which a layout may have later
-                    fn(*(t[:BLOCK].clone() for t in (P, G, M, V)), torch.zeros(BLOCK, dtype=torch.long,
-                       device=P.device), table)
                 _compiled = fn
             except Exception:  # no C++ compiler, unsupported backend: eager is correct, only slower
                 _compiled = _update
