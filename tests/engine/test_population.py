@@ -260,3 +260,48 @@ def test_padded_members_match_their_own_runs(digits):
         ref, spread = single[name]
         for got, want in zip(curves[name], ref[1:]):
             assert abs(got.val_loss - want.val_loss) < TOL + 2 * spread, (name, got.epoch)
+
+
+def test_dropout_masks_follow_each_members_stream_whatever_the_chunk(digits, monkeypatch):
+    """Masks drawn a few steps per NumPy call equal masks drawn a whole epoch per call, and equal
+    the single engine's draws: per step, per layer, rows x width from the member's own stream."""
+    import torch
+
+    import shoal.engine._pop_dropout as pop_dropout
+    from shoal.engine._config import dropout_rng
+
+    data = digits[1]
+    short = TensorData(data.X_train[:1000], data.y_train[:1000], data.X_val, data.y_val, data.input_shape,
+                       data.n_outputs, data.task)  # a shorter last step than the others
+    pop = Population("mlp", data.input_shape, data.n_outputs, data.task, batch_size=64)
+    pop.add("taper", _cfg({"dropout": 0.3, "depth": 3, "shape": "taper", "width": 64}), seed=0, data=data, epochs=1)
+    pop.add("half", _cfg({"dropout": 0.5}), seed=1, data=short, epochs=1)
+    pop.add("none", _cfg({}), seed=2, data=data, epochs=1)
+    layout = pop._stack()
+    n = np.array([m.data.n_train for m in layout.members])
+    S = int(max(-(-n // 64)))
+    counts = np.clip(n[:, None] - 64 * np.arange(S)[None, :], 0, 64)
+
+    def all_masks():
+        drop = pop_dropout.DropoutMasks(layout, [dropout_rng(m.seed, 0) for m in layout.members], counts, 64,
+                                        torch.device("cpu"))
+        # a step's masks are views of buffers the next chunk reuses: keep copies
+        return [{key: m.clone() for key, m in drop.step(i, int(counts[:, i].max())).items()} for i in range(S)], \
+            drop.chunk
+
+    whole, chunk = all_masks()
+    assert chunk == S
+    monkeypatch.setattr(pop_dropout, "CHUNK_BYTES", 1)
+    pieces, chunk = all_masks()
+    assert chunk == 1
+    for a, b in zip(whole, pieces):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # member "half" (sorted position k): its own stream, step by step, layer by layer
+    k = [m.key for m in layout.members].index("half")
+    rng = dropout_rng(1, 0)
+    for i in range(S):
+        for l in range(2):
+            j, b = next((j, b) for j, b in enumerate(layout.layers[l]) if b.start <= k < b.end)
+            rows = int(counts[k, i])
+            want = (rng.random((rows, 32), dtype=np.float32) >= 0.5) * np.float32(2.0)
+            assert np.array_equal(pieces[i][(l, j)][k - b.start, :rows].numpy(), want)

@@ -67,7 +67,8 @@ class DropoutMasks:
 
     def step(self, i: int, rows: int) -> dict | None:
         """Masks ``{(layer, bucket): [members, rows, width]}`` of step ``i`` (``rows``: the most rows
-        a member has in it), or None when no member uses dropout."""
+        a member has in it), or None when no member uses dropout. They are views of buffers that
+        the next chunk overwrites: use them within the step."""
         if not self.buckets:
             return None
         if not self.start <= i < self.start + self.chunk:
