@@ -305,3 +305,18 @@ def test_dropout_masks_follow_each_members_stream_whatever_the_chunk(digits, mon
             rows = int(counts[k, i])
             want = (rng.random((rows, 32), dtype=np.float32) >= 0.5) * np.float32(2.0)
             assert np.array_equal(pieces[i][(l, j)][k - b.start, :rows].numpy(), want)
+
+
+def test_a_last_batch_of_one_row_joins_the_batch_before_as_in_the_single_engine(digits):
+    """1409 rows at batch 64: the single engine trains a last batch of 65 rows (batch norm cannot
+    normalize one row); the population did one of 1 row (NaN under batch norm) before."""
+    data = digits[1]
+    data = TensorData(data.X_train[:1409], data.y_train[:1409], data.X_val, data.y_val, data.input_shape,
+                      data.n_outputs, data.task)
+    cases = {"bn_dropout": _cfg({"optimizer": "sgd", "lr": 0.05, "batch_norm": "after", "dropout": 0.2})}
+    pop = Population("mlp", data.input_shape, data.n_outputs, data.task, batch_size=64)
+    for i, (name, cfg) in enumerate(cases.items()):
+        pop.add(name, cfg, seed=i, data=data, epochs=2)
+    curves = _finish(pop, 2)
+    for i, (name, cfg) in enumerate(cases.items()):
+        _assert_same(curves[name], cfg, data, i, epochs=2)

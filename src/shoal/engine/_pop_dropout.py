@@ -57,8 +57,9 @@ class DropoutMasks:
         # Buffers reused by every chunk (fresh arrays cost page faults: ~10 ns per number), and
         # each member's keep threshold and scale.
         self.raw, self.masks, self.keep, self.scale = {}, {}, {}, {}
+        rows = max(batch_size, int(counts.max(initial=0)))  # a last batch may hold B + 1 rows
         for l, j, b in self.buckets:
-            shape = (b.n, self.chunk, batch_size, b.spec[2])
+            shape = (b.n, self.chunk, rows, b.spec[2])
             self.raw[(l, j)] = np.empty(shape, dtype=np.float32)  # member-major: one region each
             self.masks[(l, j)] = torch.empty(shape, device=device)
             p = self.p[b.start : b.end].astype(np.float32)[:, None, None, None]
@@ -96,9 +97,9 @@ class DropoutMasks:
             block = draws[: full * B * width].reshape(full, B * width)
             for l, w, off in layers:
                 arr, r = where[(k, l)]
-                arr[r, :full, :, :w] = block[:, B * off : B * (off + w)].reshape(full, B, w)
+                arr[r, :full, :B, :w] = block[:, B * off : B * (off + w)].reshape(full, B, w)
             pos = full * B * width
-            for t in range(full, T):  # the member's last, shorter step (and empty ones after it)
+            for t in range(full, T):  # the member's last step, shorter or B + 1 rows (then empty ones)
                 c = int(rows[t])
                 for l, w, off in layers:
                     arr, r = where[(k, l)]

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from shoal._errors import ConfigError
-from shoal.engine._config import FAMILIES, dropout_rng, epoch_order, lr_at, normalize
+from shoal.engine._config import FAMILIES, batch_bounds, dropout_rng, epoch_order, lr_at, normalize
 from shoal.engine._models import build_model
 from shoal.engine._pop_backward import mlp_step
 from shoal.engine._pop_dropout import DropoutMasks
@@ -220,13 +220,16 @@ class Population:
         members = layout.members
         K, B = len(members), self.batch_size
         n = np.array([m.data.n_train for m in members])
-        S = int(max(-(-n // B)))
-        idx = np.empty((K, S * B), dtype=np.int64)
+        # the single engine's batches: a last batch of one row joins the one before (B + 1 rows)
+        bounds = [batch_bounds(int(nk), B) for nk in n]
+        S = max(len(bd) for bd in bounds)
+        counts = np.zeros((K, S), dtype=np.int64)
+        idx = np.empty((K, S * B + 1), dtype=np.int64)
         for k, m in enumerate(members):
+            counts[k, : len(bounds[k])] = [hi - lo for lo, hi in bounds[k]]
             idx[k, : n[k]] = epoch_order(m.seed, m.epoch, int(n[k])) + self._offsets[k]
             idx[k, n[k] :] = self._offsets[k]
         idx_t = torch.from_numpy(idx).to(self.device)
-        counts = np.clip(n[:, None] - B * np.arange(S)[None, :], 0, B)
         lrs = np.array([lr_at(m.cfg, m.epoch, m.epochs) for m in members])
         rngs = [dropout_rng(m.seed, m.epoch) for m in members]
         steps = np.array([m.steps for m in members])
