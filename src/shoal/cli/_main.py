@@ -170,8 +170,12 @@ def show(
     console.print(f"[bold]{s.study_name}[/]: {len(trials)} trials "
                   + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     if settings:
-        console.print("[dim]" + ", ".join(f"{k}={settings[k]}" for k in ("data", "preset", "strategy", "epochs", "metric")
-                                          if k in settings) + "[/]")
+        shown = {k: settings[k] for k in ("data", "preset", "strategy", "epochs", "metric") if k in settings}
+        if len(settings.get("objectives") or []) > 1:
+            shown["metric"] = ",".join(settings["objectives"])
+        if settings.get("constraints"):
+            shown["constraints"] = ",".join(settings["constraints"])
+        console.print("[dim]" + ", ".join(f"{k}={v}" for k, v in shown.items()) + "[/]")
     console.print(summary_table(s, top=top, metric=settings.get("metric", "value")))
     failed = [t for t in trials if t.state.name == "FAIL"]
     if failed:

@@ -132,7 +132,8 @@ def trial_row(t: optuna.trial.FrozenTrial, params: list[str], values: int = 1, a
         str(t.number),
         *["-" if v is None else _fmt(v) for v in shown[:values]],
         *([_fmt(acc_curve[-1]) if acc_curve else "-"] if acc else []),
-        _fmt(t.user_attrs.get("seconds", math.nan)),
+        # training seconds (a population member's share), else the trial's wall time
+        _fmt(t.user_attrs.get("measures", {}).get("train_seconds", t.user_attrs.get("seconds", math.nan))),
         *[_fmt(config[p]) if p in config else "" for p in params],
     ]
 
