@@ -153,9 +153,9 @@ def test_a_killed_pbt_study_resumes_from_its_checkpoint(workdir):
     """SIGKILL after a checkpoint: the rerun goes on from it and ends as an uninterrupted run does."""
     (workdir / "a").mkdir()
     (workdir / "b").mkdir()
-    subprocess.run(_cli(workdir / "a"), env=subprocess_env(), check=True, capture_output=True)
-    reference = optuna.load_study(study_name="p", storage=f"sqlite:///{workdir / 'a' / 'pbt.db'}")
-
+    # The uninterrupted reference runs beside the run that is killed (one thread each).
+    ref = subprocess.Popen(_cli(workdir / "a"), env=subprocess_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
     ckpt = checkpoint_path(str(workdir / "b" / "pbt.db"), "p")
     proc = subprocess.Popen(_cli(workdir / "b"), env=subprocess_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -165,6 +165,9 @@ def test_a_killed_pbt_study_resumes_from_its_checkpoint(workdir):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert ckpt.exists()
+    _, err = ref.communicate(timeout=300)
+    assert ref.returncode == 0, err
+    reference = optuna.load_study(study_name="p", storage=f"sqlite:///{workdir / 'a' / 'pbt.db'}")
     subprocess.run(_cli(workdir / "b"), env=subprocess_env(), check=True, capture_output=True)
     resumed = optuna.load_study(study_name="p", storage=f"sqlite:///{workdir / 'b' / 'pbt.db'}")
 
