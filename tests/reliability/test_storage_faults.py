@@ -8,6 +8,7 @@ once the cause is gone.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -45,6 +46,15 @@ def _intact(db, before: dict[int, tuple]) -> list:
     return trials
 
 
+@pytest.fixture(scope="module")
+def two_trials(tmp_path_factory):
+    """A study of 2 finished trials, trained once for this module; each test copies the file."""
+    folder = tmp_path_factory.mktemp("two-trials")
+    subprocess.run(tune_cmd(folder / "s.db", trials=2), cwd=folder, env=subprocess_env(), check=True,
+                   capture_output=True)
+    return folder / "s.db"
+
+
 def _finish_and_count(workdir, cmd, trials: int) -> None:
     """The same command, once the fault is gone, completes the study: the budget exactly."""
     done = subprocess.run(cmd, cwd=workdir, env=subprocess_env(), capture_output=True, text=True)
@@ -80,10 +90,10 @@ def test_a_database_locked_mid_study_stops_it_clearly_and_loses_nothing(workdir)
     _intact(db, _finished(trials))
 
 
-def test_a_database_locked_before_the_start_is_a_clear_error(workdir):
+def test_a_database_locked_before_the_start_is_a_clear_error(workdir, two_trials):
     db = workdir / "s.db"
     cmd = tune_cmd(db, trials=3)
-    subprocess.run(tune_cmd(db, trials=2), cwd=workdir, env=subprocess_env(), check=True, capture_output=True)
+    shutil.copy(two_trials, db)
     before = _finished(snapshot(db))
     assert len(before) == 2
     con = sqlite3.connect(db, isolation_level=None)
@@ -99,9 +109,9 @@ def test_a_database_locked_before_the_start_is_a_clear_error(workdir):
     _finish_and_count(workdir, cmd, 3)
 
 
-def test_a_read_only_database_is_a_clear_error_and_stays_as_it_was(workdir):
+def test_a_read_only_database_is_a_clear_error_and_stays_as_it_was(workdir, two_trials):
     db = workdir / "s.db"
-    subprocess.run(tune_cmd(db, trials=2), cwd=workdir, env=subprocess_env(), check=True, capture_output=True)
+    shutil.copy(two_trials, db)
     before = _finished(snapshot(db))
     data = db.read_bytes()
     # Opened read-only by SQLite itself: this holds even for root, whom file permissions do not stop.
@@ -116,9 +126,9 @@ def test_a_read_only_database_is_a_clear_error_and_stays_as_it_was(workdir):
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through file permissions; the mode=ro variant "
                                               "above covers a read-only database for root")
-def test_a_read_only_file_and_folder_are_a_clear_error(workdir):
+def test_a_read_only_file_and_folder_are_a_clear_error(workdir, two_trials):
     db = workdir / "s.db"
-    subprocess.run(tune_cmd(db, trials=2), cwd=workdir, env=subprocess_env(), check=True, capture_output=True)
+    shutil.copy(two_trials, db)
     before = _finished(snapshot(db))
     db.chmod(0o444)
     workdir.chmod(0o555)
