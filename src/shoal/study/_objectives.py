@@ -281,7 +281,10 @@ def pick(study: optuna.Study, by: str | None = None, where: Iterable[str] | str 
     from optuna.trial import TrialState
 
     names = objectives_of(study)
-    by = names[0] if by is None else resolve(by) if by not in names else by
+    if by is None:
+        by = names[0]
+    elif by not in names:  # a measure that is not an objective (aliases resolved)
+        by = resolve(by, "--by")
     direction = study.directions[names.index(by)].name.lower() if by in names else direction_of(by)
     limits = parse_constraints(where)
     best, best_value = None, None
