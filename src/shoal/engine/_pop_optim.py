@@ -13,7 +13,8 @@ optimizer families become one elementwise update::
 The coefficients mirror ``torch.optim``'s single-tensor code (same Python-double arithmetic, same
 float32 constants), so a member matches its own torch optimizer to float rounding. A member with
 no rows in a step is frozen with ``a1=b1=1, a2=a3=b2=lr=0``. The update is memory-bound (about
-eight passes over the parameters); compiled with ``torch.compile`` it becomes one pass.
+eight passes over the parameters); on CPU a small C kernel (``_pop_native``) makes it one pass,
+elsewhere ``torch.compile`` does.
 
 The buffers are updated in blocks of ``BLOCK`` elements: a block whose elements share one code
 takes its coefficients once (a ``[blocks, 1]`` column), so the compiled loop is vectorized; the few
@@ -94,12 +95,12 @@ class Codes:
     """
 
     def __init__(self, code: np.ndarray, frozen: int, device: torch.device) -> None:
-        blocks = code.reshape(-1, BLOCK)
+        blocks = np.asarray(code, dtype=np.int64).reshape(-1, BLOCK)  # int64: the C kernel reads them so
         uniform = (blocks == blocks[:, :1]).all(1)
         self.block = torch.from_numpy(np.where(uniform, blocks[:, 0], frozen)).to(device)
         mixed = np.flatnonzero(np.repeat(~uniform, BLOCK))
         self.mixed = torch.from_numpy(mixed).to(device) if mixed.size else None
-        self.mixed_code = torch.from_numpy(code[mixed]).to(device) if mixed.size else None
+        self.mixed_code = torch.from_numpy(blocks.reshape(-1)[mixed]).to(device) if mixed.size else None
 
 
 def _update(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, code: torch.Tensor,
@@ -127,27 +128,49 @@ def _step(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, co
 
 
 _compiled = None
-compile_seconds = 0.0  # spent compiling the update in this process (a one-off, not any member's training)
+_native = None  # the C kernel (``_pop_native``) when it loads; tried once per process
+backend = ""  # which update the process uses: "native", "compiled" or "eager" (set by the first step)
+compile_seconds = 0.0  # spent building or compiling the update in this process (a one-off, not any member's training)
+
+
+def _choose(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, codes: Codes,
+            table: torch.Tensor) -> None:
+    """Pick the update once per process: the C kernel on CPU (built once per machine, loaded in
+    milliseconds), else ``torch.compile`` (GPUs, or no C compiler), else eager PyTorch.
+    ``SHOAL_UPDATE=native|compiled|eager`` forces one (for benchmarks and tests);
+    ``SHOAL_NO_COMPILE=1`` means eager."""
+    global _compiled, _native, backend, compile_seconds
+    started = time.perf_counter()
+    want = os.environ.get("SHOAL_UPDATE", "")
+    if os.environ.get("SHOAL_NO_COMPILE", "") == "1":
+        want = "eager"
+    _compiled, backend = _update, "eager"
+    if want in ("", "native") and P.device.type == "cpu":
+        from shoal.engine import _pop_native
+
+        if _pop_native.load() is not None:
+            _native, backend = _pop_native, "native"
+    if backend == "eager" and want in ("", "compiled"):
+        try:
+            fn = torch.compile(_update, dynamic=True)
+            with torch.no_grad():  # as the real calls run: a grad-mode change would compile again
+                _step(P.clone(), G, M.clone(), V.clone(), codes, table, fn)  # probe on copies
+            _compiled, backend = fn, "compiled"
+        except Exception:  # no C++ compiler, unsupported backend: eager is correct, only slower
+            _compiled = _update
+    compile_seconds += time.perf_counter() - started
 
 
 def flat_update(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, codes: Codes,
                 table: torch.Tensor) -> None:
-    """Apply one step in place (buffers of a length that is a multiple of ``BLOCK``). The update is
-    compiled once per process (dynamic sizes); eager if compiling fails or ``SHOAL_NO_COMPILE=1``. The
-    element-wise form of mixed blocks compiles when a layout first has some (only padded members
-    do: every member's tensors start on a block), so a process without padding compiles one graph."""
-    global _compiled, compile_seconds
+    """Apply one step in place (buffers of a length that is a multiple of ``BLOCK``), with the
+    update ``_choose`` picked for this process. (Under ``torch.compile`` the element-wise form of
+    mixed blocks compiles when a layout first has some: only padded members have them, as every
+    member's tensors start on a block.)"""
     if _compiled is None:
-        _compiled = _update
-        if os.environ.get("SHOAL_NO_COMPILE", "") != "1":
-            started = time.perf_counter()
-            try:
-                fn = torch.compile(_update, dynamic=True)
-                with torch.no_grad():  # as the real calls run: a grad-mode change would compile again
-                    _step(P.clone(), G, M.clone(), V.clone(), codes, table, fn)  # probe on copies
-                _compiled = fn
-            except Exception:  # no C++ compiler, unsupported backend: eager is correct, only slower
-                _compiled = _update
-            compile_seconds += time.perf_counter() - started
+        _choose(P, G, M, V, codes, table)
+    if _native is not None and P.device.type == "cpu":
+        _native.update(P, G, M, V, BLOCK, codes.block, table.contiguous(), codes.mixed, codes.mixed_code)
+        return
     with torch.no_grad():
         _step(P, G, M, V, codes, table, _compiled)

@@ -6,8 +6,8 @@ rounding. Members share the batch size and model family; everything else may dif
 the epoch each member is at and the data it trains on (k-fold folds become members).
 
 How it is fast: members are bucketed by layer shape (see ``_pop_layout``) so a member costs its own
-FLOPs; all parameters live in one flat buffer so the four optimizer families are one compiled
-elementwise pass (``_pop_optim``); MLP members train without an autograd graph (``_pop_backward``);
+FLOPs; all parameters live in one flat buffer so the four optimizer families are one elementwise
+pass (``_pop_optim``; a small C kernel on CPU, ``_pop_native``); MLP members train without an autograd graph (``_pop_backward``);
 dropout masks come from NumPy, a chunk of steps per call (``_pop_dropout``). On CPU a CNN population
 is correct but not faster than one model at a time (grouped convolutions were measured at 0.85x).
 """

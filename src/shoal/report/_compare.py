@@ -125,7 +125,7 @@ def run_comparison(param: str = "optimizer", *, data: str = "digits", values: li
             median over groups of each group's lowest mean validation loss).
         search_engine: the engine of the learning-rate searches: ``population`` (all of a search's
             trials as one batched computation) or ``single`` (cheaper for a budget of 2 or 3 on a CPU,
-            where the population engine's one-off compilation dominates).
+            where the population engine's fixed costs per population dominate).
 
     Returns:
         ComparisonData (also readable later with ``load_comparison``).

@@ -72,7 +72,7 @@ def default_workers(exp: Experiment, device: str) -> int:
     """Worker processes for populations: 1 (this process, torch's threads) unless asked.
 
     Measured on the 2-core CPU (see benchmarks/README.md): 30 TPE trials of the quickstart took
-    41 s in one process and 53 s with two worker processes (each starts torch and compiles the
+    41 s in one process and 53 s with two worker processes (each started torch and then compiled the
     optimizer step; populations of ~10 split in two); 48 random trials took 44 s and 37 s. Worker
     processes pay off for large populations of small, varied networks; ask with ``workers=N``.
     """
