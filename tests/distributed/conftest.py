@@ -24,18 +24,15 @@ import pytest
 def local_ray():
     """``ray.init(num_cpus=2)``: two one-core workers, as on the CI machine; stopped after the module
     (its processes would otherwise idle through the rest of the suite).
-
-    Its workers take the optimizer's eager path (``SHOAL_NO_COMPILE=1``): compiling it costs each
-    fresh worker process 5 to 20 s on the CI machine, and these tests start five. Tests comparing
-    with this process use ``eager_optimizer`` so that both sides run the same operations.
+    Its workers and this process take the same optimizer step (the C kernel, ``_pop_native``),
+    so records compared between them agree to the bit.
     """
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'shoal[ray]')")
     # Ray's workers run at niceness 15; on a busy 2-core machine they would wait for the cores.
     before = os.environ.get("RAY_worker_niceness")
     os.environ["RAY_worker_niceness"] = "0"
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"SHOAL_NO_COMPILE": "1"}})
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     finally:
         if before is None:
             del os.environ["RAY_worker_niceness"]
@@ -43,14 +40,6 @@ def local_ray():
             os.environ["RAY_worker_niceness"] = before
     yield ray
     ray.shutdown()
-
-
-@pytest.fixture
-def eager_optimizer(monkeypatch):
-    """This process's population optimizer step, eager like the Ray workers' (see ``local_ray``)."""
-    from shoal.engine import _pop_optim
-
-    monkeypatch.setattr(_pop_optim, "_compiled", _pop_optim._update)
 
 
 def _pg_bindir() -> Path | None:

@@ -32,8 +32,7 @@ def test_drivers_share_one_study_and_one_budget(postgres_url, tmp_path):
     cmd = [sys.executable, "-m", "shoal", "tune", "--data", "digits", "--preset", "mlp", "--strategy", "random",
            "--trials", str(TRIALS), "--epochs", "2", "--population", str(POPULATION), "--study", "shared",
            "--storage", postgres_url, "-p", "width=16:64", "-q"]
-    # The eager optimizer step: compiling it would cost each driver process seconds (see local_ray).
-    env = {**subprocess_env(), "SHOAL_NO_COMPILE": "1"}
+    env = subprocess_env()
     drivers = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True) for _ in range(DRIVERS)]
     outputs = [d.communicate(timeout=240)[0] for d in drivers]

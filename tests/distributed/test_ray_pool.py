@@ -26,7 +26,7 @@ def _curves(records: dict, curves: dict) -> None:
 
 
 @pytest.mark.slow
-def test_ray_pool_matches_local_pool_and_a_killed_worker_loses_no_epoch(local_ray, eager_optimizer, digits_data):
+def test_ray_pool_matches_local_pool_and_a_killed_worker_loses_no_epoch(local_ray, digits_data):
     from shoal.engine._ray_pool import RayPool
 
     local = LocalPool("mlp", [digits_data])
@@ -88,7 +88,7 @@ def test_a_gpu_pool_on_a_cluster_without_gpus_is_refused(local_ray, digits_data)
 
 
 @pytest.mark.slow
-def test_a_study_on_ray_equals_the_same_study_in_process(local_ray, eager_optimizer, workdir):
+def test_a_study_on_ray_equals_the_same_study_in_process(local_ray, workdir):
     import shoal
 
     settings = dict(data="digits", preset="mlp", strategy="random", trials=4, epochs=2, seed=3, progress=False,

@@ -27,13 +27,25 @@ def start(cmd: list[str], cwd: Path, **popen) -> subprocess.Popen:
                             text=True, **popen)
 
 
-def snapshot(db: Path, study: str = "digits-mlp") -> list:
-    """Every trial in the storage (FrozenTrials), or [] when the study does not exist yet."""
+def snapshot(db: Path, study: str = "digits-mlp", *, settled: bool = False) -> list:
+    """Every trial in the storage (FrozenTrials), or [] when the study does not exist yet.
+
+    While a process runs, the file is read read-only (opening it as usual would create Optuna's
+    tables, racing the process under test), and any error counts as "not there yet". With
+    ``settled`` (no process left: it was killed or it ended) the file is opened as usual, which
+    rolls back a transaction the killed process left in SQLite's journal (a read-only reader cannot,
+    and fails), and errors other than a missing study are raised.
+    """
     import optuna
 
     if not db.exists():
         return []
-    try:  # read-only: opening the file as usual would create Optuna's tables, racing the process under test
+    if settled:
+        try:
+            return optuna.load_study(study_name=study, storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+        except KeyError:  # killed before it created the study
+            return []
+    try:
         return optuna.load_study(study_name=study, storage=f"sqlite:///file:{db}?mode=ro&uri=true").get_trials(
             deepcopy=False)
     except Exception:  # not created yet, or created half-way by a process killed at that moment
