@@ -348,8 +348,8 @@ def main() -> None:
     line("(a) optuna, 2 processes", t_a)
     torch.set_num_threads(2)
     warm = time.perf_counter()
-    run_population(cfgs[:1], data, 1)  # torch.compile of the optimizer step: once per process
-    print(f"    (population warm-up incl. torch.compile: {time.perf_counter() - warm:.1f} s, not counted)")
+    run_population(cfgs[:1], data, 1)  # loads (or builds) the optimizer step: once per process
+    print(f"    (population warm-up incl. loading the optimizer step: {time.perf_counter() - warm:.1f} s, not counted)")
     if not args.skip_single:
         line("(b) shoal single engine", run_single(cfgs, data, args.epochs))
     t_c, info = run_population(cfgs, data, args.epochs)
@@ -360,7 +360,7 @@ def main() -> None:
     if args.device == "cpu" and args.workers > 1:
         t_c2 = run_pool(cfgs, data, args.epochs, args.workers)
         line(f"(c2) population, {args.workers} procs", t_c2)
-        print("    (c2 counts its workers' start: imports and torch.compile, a few seconds each, in parallel)")
+        print("    (c2 counts its workers' start: imports, a few seconds each, in parallel)")
         best = min(best, t_c2)
     print(f"speedup vs optuna: {t_a / best:.2f}x")
 

@@ -8,6 +8,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Studies train in the test's own process (and in those it starts) unless a test asks for workers:
+# the default on a CPU is one worker process per core, whose start (2-3 s) each of the suite's
+# ~200 small studies would pay. tests/study/test_caviar.py checks the default itself.
+os.environ.setdefault("SHOAL_WORKERS", "1")
 MNIST_10K = REPO.parent / "shared" / "data" / "mnist-10k"
 
 

@@ -88,6 +88,47 @@ def test_default_population_size_leaves_room_for_model_based_feedback():
     assert default_population_size(make_experiment({"strategy": "tpe", "trials": 30, "population": 5})) == 5
 
 
+def test_default_workers_are_one_process_per_core_with_four_trials_each(monkeypatch):
+    from shoal import ConfigError
+    from shoal.study import _caviar
+
+    monkeypatch.delenv("SHOAL_WORKERS", raising=False)
+    monkeypatch.setattr(_caviar, "usable_cores", lambda: 2)
+    exp = lambda **kw: make_experiment({"strategy": "random", "trials": 30, **kw})  # noqa: E731
+    assert _caviar.default_workers(exp(), "cpu", 128) == 2
+    assert _caviar.default_workers(exp(strategy="tpe"), "cpu", 10) == 2  # 30 TPE trials, 10 at a time
+    assert _caviar.default_workers(exp(trials=7), "cpu", 128) == 1  # too few trials for two workers
+    assert _caviar.default_workers(exp(), "cpu", 5) == 1  # --population 5
+    assert _caviar.default_workers(exp(), "cuda", 128) == 1  # a GPU: one population per device
+    assert _caviar.default_workers(exp(executor="local"), "cpu", 128) == 1
+    assert _caviar.default_workers(exp(workers=3), "cpu", 128) == 3  # asked for
+    monkeypatch.setattr(_caviar, "usable_cores", lambda: 16)
+    assert _caviar.default_workers(exp(trials=100), "cpu", 128) == 16
+    assert _caviar.default_workers(exp(trials=100), "cpu", 20) == 5
+    monkeypatch.setenv("SHOAL_WORKERS", "1")
+    assert _caviar.default_workers(exp(), "cpu", 128) == 1
+    monkeypatch.setenv("SHOAL_WORKERS", "two")
+    with pytest.raises(ConfigError, match="SHOAL_WORKERS must be a whole number"):
+        _caviar.default_workers(exp(), "cpu", 128)
+
+
+@pytest.mark.slow
+def test_a_default_study_on_two_cores_trains_in_two_worker_processes(workdir, monkeypatch):
+    """The default itself, end to end: two workers, and their memory peaks recorded beside the
+    estimate (each worker measures its own and the study adds them up)."""
+    from shoal.study import _caviar
+
+    monkeypatch.delenv("SHOAL_WORKERS", raising=False)
+    monkeypatch.setattr(_caviar, "usable_cores", lambda: 2)
+    result = shoal.tune(data="digits", preset="mlp", strategy="random", trials=8, epochs=2, engine="population",
+                        storage="d.db", progress=False, params=SMALL)
+    stats = result.study.user_attrs["population"]
+    assert stats["workers"] == 2
+    assert 0 < stats["estimated_bytes"] and 0 < stats["observed_peak_bytes"]
+    trials = result.study.trials
+    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
+
+
 def test_worker_processes_give_the_same_study(workdir):
     params = {"width": [32, 64], "depth": 1, "batch_size": [64, 128], "optimizer": "adam", "lr": {"low": 1e-3, "high": 3e-3},
               "batch_norm": "off", "dropout": 0.0}

@@ -56,8 +56,8 @@ def tune(
     engine: Annotated[Optional[str], typer.Option(help="auto, population (many trials as one batched "
                                                   "computation) or single (one model at a time).")] = None,
     population: Annotated[Optional[int], typer.Option(help="Trials training at once in population mode.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes for populations (default 1: this "
-                                                   "process with torch's threads).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes for populations (default: on a CPU one per core, while each gets "
+                                                   "4 trials at least; 1 = this process, with torch's threads).")] = None,
     executor: Annotated[Optional[str], typer.Option(help="Where populations train: local (this process), processes "
                                                     "(--workers of them) or ray (a Ray cluster; default auto).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address for --executor ray (as printed by "

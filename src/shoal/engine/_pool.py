@@ -135,7 +135,11 @@ def _worker(conn, family: str, folds: list[dict], device: str, pad: bool, factor
             except Exception as exc:
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
         elif op == "epoch":
-            conn.send(pool.run_epoch())
+            from shoal.engine._packer import PeakMemory
+
+            with PeakMemory(device) as observed:
+                records, failed = pool.run_epoch()
+            conn.send((records, failed, observed.bytes))
         elif op == "close":
             conn.close()
             return
@@ -171,6 +175,7 @@ class ProcessPool:
             self.conns.append(parent)
             self.procs.append(proc)
         self.workers = workers
+        self.last_peak_bytes = 0  # the last epoch's observed peak memory, summed over the workers
         self.load = [0.0] * workers
         self.where: dict[Hashable, tuple[int, float]] = {}
         self.place = place
@@ -236,11 +241,12 @@ class ProcessPool:
                 pass
         records: dict = {}
         failed: dict = {}
+        self.last_peak_bytes = 0
         for w in busy:
             try:
                 if w not in sent:
                     raise EOFError
-                r, f = self.conns[w].recv()
+                r, f, peak = self.conns[w].recv()
             except (EOFError, OSError):
                 code = self.procs[w].exitcode
                 reason = f"worker process {w} died (exit code {code}); its members are lost for this run"
@@ -252,6 +258,7 @@ class ProcessPool:
                 continue
             records.update(r)
             failed.update(f)
+            self.last_peak_bytes += peak
         return records, failed
 
     def close(self) -> None:

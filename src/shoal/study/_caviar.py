@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -68,15 +69,40 @@ def _attrs(state: _Running, device: str) -> dict[str, Any]:
     return attrs
 
 
-def default_workers(exp: Experiment, device: str) -> int:
-    """Worker processes for populations: 1 (this process, torch's threads) unless asked.
+MEMBERS_PER_WORKER = 4  # below this, a worker's population is too small to be worth a process
 
-    Measured on the 2-core CPU (see benchmarks/README.md): 30 TPE trials of the quickstart took
-    41 s in one process and 53 s with two worker processes (each started torch and then compiled the
-    optimizer step; populations of ~10 split in two); 48 random trials took 44 s and 37 s. Worker
-    processes pay off for large populations of small, varied networks; ask with ``workers=N``.
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_workers(exp: Experiment, device: str, size: int) -> int:
+    """Worker processes for populations: ``workers`` when given (or ``$SHOAL_WORKERS``), else on a
+    CPU one process of one thread per core, as long as each gets ``MEMBERS_PER_WORKER`` trials of
+    the ``size`` that train at once; one process (this one, torch's threads) on a GPU.
+
+    Measured on the 2-core CPU (benchmarks/README.md), with the optimizer step's C kernel (a worker
+    starts in 2-3 s: its imports): two one-thread processes against this process on two threads,
+    30 TPE trials of the quickstart 28.5 / 29.1 s against 33.5 / 29.5 s; 48 random trials 38.1 s
+    against 40.4 s; 24 MNIST-10k configurations 0.57 against 0.34 configs/s; and on a machine busy
+    with other work the two threads of one process wait for each other at every parallel region,
+    which processes do not. (Before the C kernel each worker also compiled the optimizer step for
+    4-12 s, and one process was the better default.)
     """
-    return int(exp.workers) if exp.workers else 1
+    if exp.workers:
+        return int(exp.workers)
+    env = os.environ.get("SHOAL_WORKERS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ConfigError(f"SHOAL_WORKERS must be a whole number of at least 1; got {env!r}.")
+        return int(env)
+    if device != "cpu" or exp.executor == "local":
+        return 1
+    return max(1, min(usable_cores(), min(size, exp.trials) // MEMBERS_PER_WORKER))
 
 
 def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: Any = None) -> None:
@@ -95,7 +121,7 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
     from shoal.study._objectives import epoch_measures
 
     size = default_population_size(exp)
-    workers = default_workers(exp, data.device)
+    workers = default_workers(exp, data.device, size)
     budget = int(exp.memory_mb * 2**20) if exp.memory_mb else default_budget(data.device)
     # On Ray the cluster decides the device ("auto": its GPUs if any) and, unless asked, the workers.
     remote = exp.executor in ("ray", "processes")
@@ -214,8 +240,10 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
         while running:
             with PeakMemory(data.device) as observed:
                 records, failed = pool.run_epoch()
-            if isinstance(pool, LocalPool) and used["bytes"] > peak["estimate"]:
-                peak["estimate"], peak["observed"] = used["bytes"], observed.bytes
+            # the peak in this process, or the sum of the workers' peaks (each measured in its process)
+            seen = observed.bytes if isinstance(pool, LocalPool) else getattr(pool, "last_peak_bytes", None)
+            if seen is not None and used["bytes"] > peak["estimate"]:
+                peak["estimate"], peak["observed"] = used["bytes"], seen
             for (number, _), reason in failed.items():
                 if number in running:
                     state = running[number]
