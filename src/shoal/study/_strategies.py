@@ -90,7 +90,7 @@ def make_sampler(name: str, *, seed: int, space: Space | None = None, grid_point
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                              n_startup_trials=n_startup_trials)
+                                              n_startup_trials=n_startup_trials, constant_liar=True)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, n_startup_trials * 2)))
     if name == "gp":
