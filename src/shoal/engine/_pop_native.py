@@ -42,15 +42,20 @@ enum { LR, A1, A2, A3, B1, B2, C, EPS, WD, L1, NCOL };
 
 static inline float sgnf(float x) { return (float)((x > 0.0f) - (x < 0.0f)); }
 
-static inline void one(float *p, const float *g_in, float *m, float *v, const float *t) {
+/* The update of one element, as _pop_optim._update writes it (same order of operations). */
+static inline __attribute__((always_inline)) void upd(
+        float *restrict p, const float *restrict g_in, float *restrict m, float *restrict v,
+        float lr, float a1, float a2, float a3, float b1, float b2, float c, float eps, float wd, float l1) {
     float p0 = *p;
-    float g = (*g_in + t[L1] * sgnf(p0)) + t[WD] * p0;
-    float mm = (t[A1] * *m + t[A2] * g) + t[A3] * (g - *m);
-    float vv = t[B1] * *v + t[B2] * (g * g);
-    *p = p0 - t[LR] * (mm / (sqrtf(vv) / t[C] + t[EPS]));
+    float g = (*g_in + l1 * sgnf(p0)) + wd * p0;
+    float mm = (a1 * *m + a2 * g) + a3 * (g - *m);
+    float vv = b1 * *v + b2 * (g * g);
+    *p = p0 - lr * (mm / (sqrtf(vv) / c + eps));
     *m = mm;
     *v = vv;
 }
+
+#define ROW(t) t[LR], t[A1], t[A2], t[A3], t[B1], t[B2], t[C], t[EPS], t[WD], t[L1]
 
 static inline __attribute__((always_inline)) void blocks_of(
         float *P, const float *G, float *M, float *V, const int64_t block,
@@ -59,17 +64,10 @@ static inline __attribute__((always_inline)) void blocks_of(
         const float *t = table + block_code[b] * NCOL;
         const float lr = t[LR], a1 = t[A1], a2 = t[A2], a3 = t[A3], b1c = t[B1], b2 = t[B2];
         const float c = t[C], eps = t[EPS], wd = t[WD], l1 = t[L1];
-        float *restrict p = P + b * block, *restrict m = M + b * block, *restrict v = V + b * block;
-        const float *restrict g = G + b * block;
-        for (int64_t j = 0; j < block; ++j) {
-            float p0 = p[j];
-            float gj = (g[j] + l1 * sgnf(p0)) + wd * p0;
-            float mm = (a1 * m[j] + a2 * gj) + a3 * (gj - m[j]);
-            float vv = b1c * v[j] + b2 * (gj * gj);
-            p[j] = p0 - lr * (mm / (sqrtf(vv) / c + eps));
-            m[j] = mm;
-            v[j] = vv;
-        }
+        float *p = P + b * block, *m = M + b * block, *v = V + b * block;
+        const float *g = G + b * block;
+        for (int64_t j = 0; j < block; ++j)
+            upd(p + j, g + j, m + j, v + j, lr, a1, a2, a3, b1c, b2, c, eps, wd, l1);
     }
 }
 
@@ -123,7 +121,8 @@ void shoal_update(float *P, const float *G, float *M, float *V, int64_t block,
     }
     for (int64_t i = 0; i < nmixed; ++i) {
         int64_t e = mixed[i];
-        one(P + e, G + e, M + e, V + e, table + mixed_code[i] * NCOL);
+        const float *t = table + mixed_code[i] * NCOL;
+        upd(P + e, G + e, M + e, V + e, ROW(t));
     }
 }
 """
