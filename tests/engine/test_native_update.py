@@ -12,6 +12,9 @@ from shoal.engine import _pop_native, _pop_optim
 from shoal.engine._pop_optim import BLOCK, Codes, Coefficients
 
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
+needs_cc = pytest.mark.skipif(_pop_native._compiler() is None,
+                              reason="no C compiler (cc, gcc or clang, or $CC): shoal falls back to torch.compile "
+                                     "or eager PyTorch, tested below")
 
 
 @pytest.fixture
@@ -62,6 +65,7 @@ def _numpy_step(code, codes, table, bufs):
     return p, m, v
 
 
+@needs_cc
 def test_kernel_builds_once_into_the_cache_and_is_loaded_from_it(fresh_native):
     assert _pop_native.load() is not None, _pop_native.last_error
     built = list(fresh_native.glob("shoal_update_*.so"))
@@ -73,6 +77,7 @@ def test_kernel_builds_once_into_the_cache_and_is_loaded_from_it(fresh_native):
     assert not list(fresh_native.glob("tmp*")), "the temporary build folder is removed"
 
 
+@needs_cc
 @pytest.mark.parametrize("mixed", [False, True])
 def test_kernel_is_the_formula_in_ieee_float32(fresh_native, mixed):
     assert _pop_native.load() is not None, _pop_native.last_error
@@ -86,6 +91,7 @@ def test_kernel_is_the_formula_in_ieee_float32(fresh_native, mixed):
     np.testing.assert_array_equal(V.numpy(), want_v)
 
 
+@needs_cc
 def test_kernel_gives_the_same_bits_on_one_thread_and_on_several(fresh_native, monkeypatch):
     assert _pop_native.load() is not None, _pop_native.last_error
     monkeypatch.setattr(_pop_native, "PARALLEL_MIN", 0)  # split even this small problem
@@ -104,6 +110,7 @@ def test_kernel_gives_the_same_bits_on_one_thread_and_on_several(fresh_native, m
         assert torch.equal(one, several)
 
 
+@needs_cc
 def test_kernel_agrees_with_the_eager_update_to_rounding(fresh_native):
     """torch's eager ``sqrt`` is not correctly rounded (1 ulp off in places); everything else is
     the same arithmetic, so a few steps agree to a few ulps."""
@@ -117,7 +124,7 @@ def test_kernel_agrees_with_the_eager_update_to_rounding(fresh_native):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_without_a_compiler_the_step_falls_back_and_says_why(fresh_native, monkeypatch):
+def test_without_a_compiler_the_step_falls_back_and_says_why(fresh_native, monkeypatch, caplog):
     monkeypatch.setenv("CC", str(fresh_native.parent / "no-such-cc"))
     assert _pop_native.load() is None
     assert "no-such-cc" in _pop_native.last_error
@@ -126,8 +133,10 @@ def test_without_a_compiler_the_step_falls_back_and_says_why(fresh_native, monke
     monkeypatch.setenv("SHOAL_UPDATE", "eager")  # the fallback torch.compile also wants a compiler
     code, codes, table, bufs = _problem(seed=7)
     want = _numpy_step(code, codes, table, bufs)
-    _pop_optim.flat_update(*bufs, codes, table)
+    with caplog.at_level("WARNING", logger="shoal"):
+        _pop_optim.flat_update(*bufs, codes, table)
     assert _pop_optim.backend == "eager"
+    assert "no C kernel" in caplog.text and "no-such-cc" in caplog.text
     for got, exp in zip((bufs[0], bufs[2], bufs[3]), want):
         np.testing.assert_allclose(got.numpy(), exp, rtol=1e-5, atol=1e-6)
 

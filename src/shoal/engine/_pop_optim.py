@@ -25,6 +25,7 @@ the 2.6 million parameters of 22 preset members at batch 16 (one thread).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -150,6 +151,9 @@ def _choose(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, 
 
         if _pop_native.load() is not None:
             _native, backend = _pop_native, "native"
+        else:  # slower from here on (torch.compile costs seconds per process; eager ~40x per step)
+            logging.getLogger("shoal").warning("population optimizer step: no C kernel (%s); falling back to "
+                                               "torch.compile or eager PyTorch", _pop_native.last_error)
     if backend == "eager" and want in ("", "compiled"):
         try:
             fn = torch.compile(_update, dynamic=True)
