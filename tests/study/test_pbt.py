@@ -52,9 +52,10 @@ def test_perturb_multiplies_by_0_8_or_1_2_within_range_and_keeps_off_values_off(
     assert np.median(np.log10(drawn)) == pytest.approx(-2, abs=0.4)  # log-uniform over [1e-4, 1]
 
 
-def test_pbt_study_copies_the_best_and_records_lineage(workdir):
+@pytest.mark.parametrize("workers", [1, 2])  # 2: copies travel between worker processes
+def test_pbt_study_copies_the_best_and_records_lineage(workdir, workers):
     result = shoal.tune(data="digits", preset="mlp", strategy="pbt", trials=8, epochs=6, pbt_interval=2,
-                        storage="pbt.db", study="pbt", seed=0, progress=False, params=SMALL)
+                        storage="pbt.db", study="pbt", seed=0, progress=False, params=SMALL, workers=workers)
     study = result.study
     trials = {t.number: t for t in study.get_trials()}
     states = collections.Counter(t.state.name for t in trials.values())
