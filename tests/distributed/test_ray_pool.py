@@ -100,3 +100,4 @@ def test_a_study_on_ray_equals_the_same_study_in_process(local_ray, workdir):
     b = [(t.number, t.value, t.user_attrs["curves"]["val_loss"]) for t in there.study.trials]
     assert len(a) == 4 and a == b
     assert there.study.user_attrs["population"]["workers"] == 2
+    assert there.study.user_attrs["population"]["observed_peak_bytes"] > 0  # measured in each actor, summed

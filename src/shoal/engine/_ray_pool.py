@@ -79,16 +79,21 @@ class _Worker:
                 snaps[key] = pool.snapshot(key)
         return snaps
 
-    def run_epoch(self) -> tuple[dict, dict, dict]:
+    def run_epoch(self) -> tuple[dict, dict, dict, int]:
         """One epoch of every member: (records, failure reasons, snapshots of the members whose
-        epoch is a multiple of the checkpoint interval)."""
-        records, failed = self.pool.run_epoch()
-        return records, failed, self._snapshots(self.pool, [k for k, r in records.items() if r.epoch % self.every == 0])
+        epoch is a multiple of the checkpoint interval, this actor's peak memory in the epoch)."""
+        from shoal.engine._packer import PeakMemory
 
-    def catch_up(self, members: list[tuple]) -> tuple[dict, dict, dict]:
+        with PeakMemory(self.device) as observed:
+            records, failed = self.pool.run_epoch()
+        snaps = self._snapshots(self.pool, [k for k, r in records.items() if r.epoch % self.every == 0])
+        return records, failed, snaps, observed.bytes
+
+    def catch_up(self, members: list[tuple]) -> tuple[dict, dict, dict, int]:
         """Members of a lost worker, apart from this worker's own (which already trained this
         epoch): each trains from its snapshot up to its ``target`` epoch, and joins this worker's
-        populations from there. Returns each one's record of its target epoch and its snapshot."""
+        populations from there. Returns each one's record of its target epoch and its snapshot
+        (and 0 for the memory peak, which ``run_epoch`` measured for this epoch already)."""
         from shoal.engine._pool import LocalPool
 
         side = LocalPool(self.family, self.datas, self.device, self.pad)
@@ -110,7 +115,7 @@ class _Worker:
             if not r and not f:
                 break
         side.close()
-        return records, failed, snaps
+        return records, failed, snaps, 0
 
 
 @dataclass
@@ -216,6 +221,7 @@ class RayPool:
         self.device = device
         self.actors: list[Any] = [self._spawn() for _ in range(n)]
         self.alive = [True] * n
+        self.last_peak_bytes = 0
         self.load = [0.0] * n
         self.members: dict[Hashable, _Member] = {}
         self.recovered: list[Hashable] = []  # members that resumed after losing their actor
@@ -297,6 +303,7 @@ class RayPool:
         calls = {self.actors[s].run_epoch.remote(): s for s in busy}
         records: dict = {}
         failed: dict = {}
+        self.last_peak_bytes = 0  # the actors' peak memory in this epoch, summed
         lost = self._collect(calls, records, failed)
         for _ in range(self.max_recoveries):
             if not lost:
@@ -317,7 +324,7 @@ class RayPool:
             done, pending = ray.wait(pending, num_returns=1)
             slot = calls[done[0]]
             try:
-                r, f, snaps = ray.get(done[0])
+                r, f, snaps, peak = ray.get(done[0])
             except ray.exceptions.RayActorError as exc:
                 if self.alive[slot]:
                     log.warning("Ray worker %d (pid %s) died: %s; its members resume from their last epoch",
@@ -325,6 +332,7 @@ class RayPool:
                 self.alive[slot] = False
                 lost += [k for k, m in self.members.items() if m.slot == slot and k not in records]
                 continue
+            self.last_peak_bytes += peak
             for key, reason in f.items():
                 failed[key] = reason
                 if key in self.members:
