@@ -101,3 +101,25 @@ def test_a_study_on_ray_equals_the_same_study_in_process(local_ray, workdir):
     assert len(a) == 4 and a == b
     assert there.study.user_attrs["population"]["workers"] == 2
     assert there.study.user_attrs["population"]["observed_peak_bytes"] > 0  # measured in each actor, summed
+
+
+@pytest.mark.slow
+def test_pbt_on_ray_equals_pbt_in_process(local_ray, workdir):
+    """PBT copies members (weights and optimizer state) between Ray actors as it does in this
+    process: the same trials, lineage and curves."""
+    import shoal
+
+    settings = dict(data="digits", preset="mlp", strategy="pbt", trials=4, epochs=4, pbt_interval=2, seed=3,
+                    progress=False, params={"batch_size": 64, "width": 32, "depth": 1})
+    here = shoal.tune(storage="local.db", executor="local", **settings)
+    there = shoal.tune(storage="ray.db", executor="ray", workers=2, **settings)
+
+    def lineage(study):
+        return [(t.number, t.state.name, t.user_attrs["pbt"].get("parent"), t.user_attrs["curves"]["val_loss"])
+                for t in study.trials]
+
+    assert (here.study.user_attrs["pbt"]["pool"], there.study.user_attrs["pbt"]["pool"]) == ("LocalPool", "RayPool")
+    assert there.study.user_attrs["pbt"]["workers"] == 2
+    a, b = lineage(here.study), lineage(there.study)
+    assert any(parent is not None for _, _, parent, _ in a), "no member was copied: the test shows nothing"
+    assert a == b

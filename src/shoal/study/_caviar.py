@@ -105,6 +105,20 @@ def default_workers(exp: Experiment, device: str, size: int) -> int:
     return max(1, min(usable_cores(), min(size, exp.trials) // MEMBERS_PER_WORKER))
 
 
+def builtin_pool(exp: Experiment, data: PreparedData, size: int) -> Any:
+    """Where a built-in study's populations train: this process, worker processes (``default_workers``
+    for ``size`` trials at once) or a Ray cluster, which decides the device ("auto": its GPUs if
+    any) and, unless asked, the number of workers."""
+    from shoal.engine._pool import make_pool
+
+    if exp.executor in ("ray", "processes"):
+        workers = exp.workers
+    else:
+        workers = default_workers(exp, data.device, size)
+    return make_pool(exp.preset, data.folds, exp.device if exp.executor == "ray" else data.device, workers,
+                     executor=exp.executor, address=exp.address)
+
+
 def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: Any = None) -> None:
     """Train a study's trials as populations until the budget is spent.
 
@@ -112,7 +126,7 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
     module trains in a ``ModulePool`` (``shoal.tune(model=...)``)."""
     from shoal.engine import normalize
     from shoal.engine._config import diverged
-    from shoal.engine._pool import LocalPool, make_pool
+    from shoal.engine._pool import LocalPool
 
     from collections import deque
 
@@ -123,12 +137,9 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
     size = default_population_size(exp)
     workers = default_workers(exp, data.device, size)
     budget = int(exp.memory_mb * 2**20) if exp.memory_mb else default_budget(data.device)
-    # On Ray the cluster decides the device ("auto": its GPUs if any) and, unless asked, the workers.
-    remote = exp.executor in ("ray", "processes")
     builtin = pool is None
     if pool is None:
-        pool = make_pool(exp.preset, data.folds, exp.device if exp.executor == "ray" else data.device,
-                         exp.workers if remote else workers, executor=exp.executor, address=exp.address)
+        pool = builtin_pool(exp, data, size)
     workers = getattr(pool, "workers", workers)
     log.info("caviar mode: up to %d trials at once, %d worker process(es), memory budget %.0f MiB",
              size, workers, budget / 2**20)

@@ -145,7 +145,6 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
     """
     from shoal.engine import normalize
     from shoal.engine._config import diverged
-    from shoal.engine._pool import make_pool
     from shoal.study._builtin import trial_attrs
 
     if data is not None and len(data.folds) > 1:
@@ -166,10 +165,10 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
     study = runner.study
     ckpt = checkpoint_path(exp.storage, study.study_name)
     rng = np.random.default_rng([exp.seed, 7])
-    if pool is None:  # worker processes by the caviar default: MNIST-10k, 24 members x 8 epochs, 84 -> 57 s
-        from shoal.study._caviar import default_workers
+    if pool is None:  # as caviar mode's; worker processes: MNIST-10k, 24 members x 8 epochs, 84 -> 57 s
+        from shoal.study._caviar import builtin_pool
 
-        pool = make_pool(exp.preset, data.folds, data.device, default_workers(exp, data.device, exp.trials))
+        pool = builtin_pool(exp, data, exp.trials)
     members: list[_Member] = []
     empty: list[int] = []  # slots whose member failed: the next exploit step fills them with copies
     epoch = 0
@@ -225,7 +224,8 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
         return
     study.set_user_attr("pbt", {"population": len(members), "interval": exp.pbt_interval,
                                 "quantile": exp.pbt_quantile, "explore": exp.pbt_explore,
-                                "mutable": mutable_params(space)})
+                                "mutable": mutable_params(space),
+                                "pool": type(pool).__name__, "workers": int(getattr(pool, "workers", 1))})
     try:
         while members and epoch < exp.epochs:
             records, failed = pool.run_epoch()
