@@ -4,7 +4,7 @@
 for it before its first step: importing Dynamo and Inductor, tracing, and loading (or, the first
 time on a machine, compiling) the kernel. Measured on the 2-core benchmark machine, quiet: 12.5 s
 with an empty Inductor cache, 4.0 s with a warm one, in every process. This file holds the same
-update written in C (~40 lines, no torch headers): the system C compiler builds it in a fraction of
+update written in C (a few dozen lines, no torch headers): the system C compiler builds it in a fraction of
 a second the first time, and later processes load the cached shared library in milliseconds.
 
 The arithmetic is ``_update``'s, in the same order and in float32, with contraction into fused

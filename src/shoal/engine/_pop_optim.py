@@ -128,7 +128,7 @@ def _step(P: torch.Tensor, G: torch.Tensor, M: torch.Tensor, V: torch.Tensor, co
         P[i], M[i], V[i] = p, m, v
 
 
-_compiled = None
+_compiled = None  # the torch update (compiled or eager); None until ``_choose`` ran in this process
 _native = None  # the C kernel (``_pop_native``) when it loads; tried once per process
 backend = ""  # which update the process uses: "native", "compiled" or "eager" (set by the first step)
 compile_seconds = 0.0  # spent building or compiling the update in this process (a one-off, not any member's training)

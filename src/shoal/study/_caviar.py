@@ -135,12 +135,11 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
     from shoal.study._objectives import epoch_measures
 
     size = default_population_size(exp)
-    workers = default_workers(exp, data.device, size)
     budget = int(exp.memory_mb * 2**20) if exp.memory_mb else default_budget(data.device)
     builtin = pool is None
     if pool is None:
         pool = builtin_pool(exp, data, size)
-    workers = getattr(pool, "workers", workers)
+    workers = getattr(pool, "workers", 1)  # worker processes or Ray actors; 1: this process
     log.info("caviar mode: up to %d trials at once, %d worker process(es), memory budget %.0f MiB",
              size, workers, budget / 2**20)
     halving = None  # successive halving / Hyperband decided per cohort (see _halving)
