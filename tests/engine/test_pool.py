@@ -56,3 +56,14 @@ def test_bad_member_fails_alone(digits_data):
     records, failed = pool.run_epoch()
     assert set(records) == {"ok"} and set(failed) == {"bad"}
     assert "width" in failed["bad"]
+
+
+def _broken_factory(datas):
+    raise RuntimeError("this worker cannot build its pool")
+
+
+def test_a_worker_that_dies_starting_stops_the_pool_with_the_reason(digits_data):
+    from shoal.engine._pool import WorkerStartError
+
+    with pytest.raises(WorkerStartError, match=r"worker process 0 \(exit code 1\).*exited while starting"):
+        ProcessPool("model", [digits_data], workers=2, factory=_broken_factory)

@@ -17,7 +17,9 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["GroupPool", "LocalPool", "ProcessPool", "make_pool"]
+from shoal._errors import ShoalError
+
+__all__ = ["GroupPool", "LocalPool", "ProcessPool", "WorkerStartError", "make_pool"]
 
 
 class GroupPool:
@@ -119,6 +121,7 @@ def _worker(conn, family: str, folds: list[dict], device: str, pad: bool, factor
     datas = [TensorData(**{k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in f.items()})
              for f in folds]
     pool = factory(datas) if factory is not None else LocalPool(family, datas, device, pad)
+    conn.send(("ready",))
     while True:
         try:
             msg = conn.recv()
@@ -145,6 +148,93 @@ def _worker(conn, family: str, folds: list[dict], device: str, pad: bool, factor
             return
 
 
+class WorkerStartError(ShoalError):
+    """A worker process exited while starting, before it trained anything."""
+
+
+def _spawned(conn) -> None:
+    """A ``spawn`` worker's target: its setup arrives on ``conn`` once it has started."""
+    try:
+        args = conn.recv()
+    except EOFError:
+        return
+    _worker(conn, *args)
+
+
+def _worker_main(fd: int) -> None:
+    """A worker started as a plain ``python -c`` process (``_Launched``): its setup arrives first on
+    the socket ``fd``, then it serves like a ``spawn`` worker."""
+    import multiprocessing
+    from multiprocessing.connection import Connection
+
+    conn = Connection(fd)
+    try:
+        # the parent's key first: tensors sent back (snapshots) share their memory through
+        # multiprocessing's resource sharer, which checks it, as it does for spawn children
+        multiprocessing.current_process().authkey = conn.recv_bytes()
+        args = conn.recv()
+    except EOFError:
+        return
+    _worker(conn, *args)
+
+
+class _Launched:
+    """A worker process started with ``subprocess`` (the ``multiprocessing.Process`` calls the pool
+    uses: ``pid``, ``is_alive``, ``exitcode``, ``join``, ``terminate``).
+
+    Python's ``spawn`` start method runs the parent's main script again in every worker before
+    the worker's own code. A user's script that calls ``shoal.tune`` without an
+    ``if __name__ == "__main__":`` guard would then start a study in each worker (which fails there),
+    and the parent waits forever writing the workers' data into a pipe whose reader has died (the
+    parent holds that pipe's other end until the write ends). The built-in engine's workers need
+    nothing from the script, so they are started as ``python -c`` with the parent's ``sys.path``
+    and receive their data over a socket: no script runs twice, and a worker that dies shows as a
+    closed socket, never a hang.
+    """
+
+    def __init__(self) -> None:
+        import json
+        import socket
+        import subprocess
+        import sys
+        from multiprocessing.connection import Connection
+
+        ours, theirs = socket.socketpair()
+        code = ("import json, sys; sys.path[:] = json.loads(sys.argv[2]); "
+                "from shoal.engine._pool import _worker_main; _worker_main(int(sys.argv[1]))")
+        paths = [p for p in sys.path if isinstance(p, str)]
+        try:
+            self.popen = subprocess.Popen([sys.executable, "-c", code, str(theirs.fileno()), json.dumps(paths)],
+                                          pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        self.conn = Connection(ours.detach())
+        self.pid = self.popen.pid
+        try:
+            self.conn.send_bytes(bytes(mp.current_process().authkey))
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass  # it died at once: the pool's start-up check reports it
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.poll()
+
+    def join(self, timeout: float | None = None) -> None:
+        import subprocess
+
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def terminate(self) -> None:
+        if self.is_alive():
+            self.popen.terminate()
+
+
 class ProcessPool:
     """Populations spread over worker processes of one thread each, trained at the same time.
 
@@ -164,22 +254,53 @@ class ProcessPool:
                     "X_val": f.X_val.cpu().numpy(), "y_val": f.y_val.cpu().numpy(),
                     "input_shape": tuple(f.input_shape), "n_outputs": int(f.n_outputs), "task": f.task}
                    for f in folds]
-        ctx = mp.get_context("spawn")
         self.conns, self.procs = [], []
         for _ in range(workers):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, family, payload, str(device), pad, factory),
-                               daemon=True)
-            proc.start()
-            child.close()
-            self.conns.append(parent)
+            if factory is None and os.name == "posix":  # nothing from the user's script is needed
+                proc = _Launched()
+                self.conns.append(proc.conn)
+            else:  # a user's module: the workers import it, so they start as `spawn` children
+                ctx = mp.get_context("spawn")
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_spawned, args=(child,), daemon=True)
+                proc.start()
+                child.close()
+                self.conns.append(parent)
             self.procs.append(proc)
+        # The data goes once every worker has started (they import in parallel), over the
+        # connection: in the arguments of start() a large payload could block it (see _Launched).
+        for conn in self.conns:
+            try:
+                conn.send((family, payload, str(device), pad, factory))
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                pass  # it died at once: reported just below
         self.workers = workers
+        self._await_ready(factory is not None)
         self.last_peak_bytes = 0  # the last epoch's observed peak memory, summed over the workers
         self.load = [0.0] * workers
         self.where: dict[Hashable, tuple[int, float]] = {}
         self.place = place
         self.sticky: dict[Hashable, int] = {}  # group -> the worker its members train in
+
+    def _await_ready(self, imports_main: bool) -> None:
+        """Wait until every worker has loaded its data; one that died starting stops the pool with
+        the reason, instead of failing every member it would have trained."""
+        dead = []
+        for w, (conn, proc) in enumerate(zip(self.conns, self.procs)):
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                msg = None
+            if msg != ("ready",):
+                proc.join(timeout=5)
+                dead.append(f"worker process {w} (exit code {proc.exitcode})")
+        if dead:
+            self.close()
+            hint = ("Its workers start by importing the script that called shoal (Python's spawn): put "
+                    "that call under `if __name__ == \"__main__\":`, or pass workers=1. "
+                    if imports_main else "")
+            raise WorkerStartError(f"{', '.join(dead)} exited while starting, before training anything. {hint}"
+                             "Its error is printed above this message.")
 
     def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int,
             start: Mapping[str, Any] | None = None) -> None:

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from shoal._errors import ConfigError, StorageError
+from shoal._errors import ConfigError, ShoalError, StorageError
 from shoal.study._experiment import Experiment, load_experiment, make_experiment, resolve_storage
 
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ def tune(
         ...                     epochs=3, storage="runs.db")  # doctest: +SKIP
         >>> result.best_params["lr"]  # doctest: +SKIP
     """
+    _refuse_while_a_worker_starts()
     exp = _experiment_from(experiment, settings)
     if objective is not None and model is not None:
         raise ConfigError("Pass either objective= (your own training code) or model= (shoal trains your "
@@ -154,6 +155,20 @@ def tune(
     tuned_space, data, engine, body = _plan(exp, space)
     return _run(exp, tuned_space, exp.directions, exp.metric, lambda runner: body(runner, exp, data),
                 progress, console, attrs={"data_description": data.description, "device": data.device, "engine": engine})
+
+
+def _refuse_while_a_worker_starts() -> None:
+    """A worker process that Python's ``spawn`` starts runs the parent's main script first; a script
+    that calls ``shoal.tune`` at its top level, with no ``if __name__ == "__main__":`` guard, would
+    run a second study from inside that worker, into the same storage. Stop it there, before
+    anything is touched (the parent then reports the worker's failure to start)."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # multiprocessing's own test
+        raise ShoalError(
+            "shoal.tune was called while a worker process was starting: the script that calls it has "
+            "no `if __name__ == \"__main__\":` guard, and Python's spawn runs that script again in each "
+            "worker. Put the call (and anything that should run once) under the guard.")
 
 
 def _plan(exp: Experiment, space: Space | None = None) -> tuple[Space, Any, str, Callable]:

@@ -99,7 +99,7 @@ def _pool(model: Any, exp: Experiment, data: PreparedData, keys: list[str]) -> t
     import pickle
 
     from shoal.engine._functional import ModulePlacer, ModulePool
-    from shoal.engine._pool import ProcessPool
+    from shoal.engine._pool import ProcessPool, WorkerStartError
 
     vmap = exp.engine != "single"  # engine="single": plain one-at-a-time training (the same update)
     workers = int(exp.workers or 1)
@@ -115,8 +115,13 @@ def _pool(model: Any, exp: Experiment, data: PreparedData, keys: list[str]) -> t
         pool = ModulePool(model, data.folds, vmap=vmap, keys=keys)
         return pool, pool.mode_of, 1
     placer = ModulePlacer(model, data.folds, vmap=vmap, keys=keys)
-    pool = ProcessPool("model", data.folds, "cpu", workers, factory=functools.partial(ModulePool, model, vmap=vmap,
-                                                                                      keys=keys), place=placer)
+    try:
+        pool = ProcessPool("model", data.folds, "cpu", workers, place=placer,
+                           factory=functools.partial(ModulePool, model, vmap=vmap, keys=keys))
+    except WorkerStartError as exc:
+        log.warning("model: training in this process, not in %d worker processes: %s", workers, exc)
+        pool = ModulePool(model, data.folds, vmap=vmap, keys=keys)
+        return pool, pool.mode_of, 1
     pool.placer = placer
     pool.static_measures = placer.pool.static_measures  # parameters, for objectives and limits
     return pool, placer.mode_of, workers
