@@ -232,7 +232,8 @@ def worker_shoal(a) -> None:
     try:
         shoal.tune(data=TASKS[a.task], preset="mlp", strategy=a.strategy, pruner=a.pruner, trials=a.trials,
                    epochs=a.epochs, metric="val_acc", engine="population", storage=a.storage, seed=a.seed,
-                   progress=False)
+                   progress=False, **({"population": a.population} if a.population else {}),
+                   **({"timeout": a.timeout} if a.timeout else {}))
     except ConfigError as exc:
         print(str(exc).splitlines()[0] if str(exc) else repr(exc), file=sys.stderr)
         sys.exit(SKIPPED)
@@ -317,15 +318,19 @@ def _pbt_recorded(study) -> bool:
     return any("pbt" in k or "lineage" in k or "parent" in k for k in keys)
 
 
-def run_shoal(task: str, seed: int, trials: int, epochs: int, tmp: Path, strategy: str, pruner: str) -> Run | str:
-    """A Run, or the reason the strategy was skipped."""
+def run_shoal(task: str, seed: int, trials: int, epochs: int, tmp: Path, strategy: str, pruner: str,
+              population: int = 0, timeout: float = 0.0) -> Run | str:
+    """A Run, or the reason the strategy was skipped (``population`` 0: shoal's default size;
+    ``timeout``: no new trial after that many seconds, 0: none)."""
     import optuna
 
-    path, log = tmp / f"shoal-{task}-{strategy}-{pruner}-{seed}.db", tmp / f"shoal-{strategy}-{seed}.out"
+    path = tmp / f"shoal-{task}-{strategy}-{pruner}-{population}-{seed}.db"
+    log = tmp / f"shoal-{strategy}-{population}-{seed}.out"
     storage = f"sqlite:///{path}"
     t0 = time.time()
     proc = _spawn(["shoal", "--task", task, "--seed", str(seed), "--trials", str(trials), "--epochs", str(epochs),
-                   "--storage", storage, "--strategy", strategy, "--pruner", pruner], log)
+                   "--storage", storage, "--strategy", strategy, "--pruner", pruner, "--population",
+                   str(population), "--timeout", str(timeout)], log)
     codes, cpu = _wait([proc], [log], f"shoal {strategy}")
     if codes == [SKIPPED]:
         return log.read_text().strip().splitlines()[-1]
@@ -411,11 +416,13 @@ def save_partial(path: str | None, report: dict, task: str, runs: dict) -> None:
         Path(path).write_text(json.dumps({**report, f"{task} (partial)": partial}, default=str))
 
 
-def parse_strategies(text: str) -> list[tuple[str, str]]:
+def parse_strategies(text: str) -> list[tuple[str, str, int]]:
+    """``name[+pruner][@population]`` items: (strategy, pruner, trials at once; 0 = shoal's default)."""
     out = []
     for item in filter(None, (s.strip() for s in text.split(","))):
+        item, _, size = item.partition("@")
         name, _, pruner = item.partition("+")
-        out.append((name, pruner or DEFAULT_PRUNER.get(name, "none")))
+        out.append((name, pruner or DEFAULT_PRUNER.get(name, "none"), int(size or 0)))
     return out
 
 
@@ -426,12 +433,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--strategies", default=DEFAULT_STRATEGIES,
-                    help="shoal strategies, each name[+pruner] (default %(default)s)")
+                    help="shoal strategies, each name[+pruner][@population] (default %(default)s; "
+                         "@N: N trials at once instead of shoal's default)")
     ap.add_argument("--no-ray", action="store_true", help="leave out the Ray Tune ASHA anchor")
     ap.add_argument("--curve", choices=["complete", "epoch"], default="complete",
                     help="count completed trials (default) or every reported epoch")
     ap.add_argument("--quick", action="store_true", help="2 seeds, 30 trials, 8 epochs")
     ap.add_argument("--json", help="write the raw numbers here")
+    ap.add_argument("--shoal-trials", type=int, default=0, help="trials for shoal's strategies (default: "
+                    "--trials, as the anchors); the target stays the anchor's best after --trials")
+    ap.add_argument("--shoal-timeout", type=float, default=0.0, help="shoal asks no new trial after this many "
+                    "seconds (running ones finish); with a large --shoal-trials: search until then")
+    ap.add_argument("--anchor-from", metavar="JSON", help="take the Optuna anchor's runs from a saved --json "
+                    "file of the same task, seeds, trials and epochs instead of running it again (to compare "
+                    "shoal settings against one anchor; its wall times are from that run)")
     ap.add_argument("--summarize", metavar="JSON", help="only print the tables of a saved --json file "
                     "(also one an interrupted run left: the seeds that finished)")
     a = ap.parse_args(argv)
@@ -449,15 +464,20 @@ def main(argv: list[str] | None = None) -> None:
             print("Ray Tune left out: `import ray.tune` failed: " + (probe.stderr.strip().splitlines() or ["?"])[-1])
             ray_ok = False
     report, skipped = {"args": vars(a)}, set()
+    saved_anchor = _saved_anchor(a) if a.anchor_from else {}
     for task in tasks:
         runs: dict[str, list[Run]] = {"optuna": []}
         if ray_ok:
             runs["ray-asha"] = []
         with tempfile.TemporaryDirectory(prefix="ttt-") as tmp:
             for seed in range(a.seeds):
-                r = run_optuna(task, seed, a.trials, a.epochs, Path(tmp))
+                if task in saved_anchor:
+                    r = saved_anchor[task][seed]
+                else:
+                    r = run_optuna(task, seed, a.trials, a.epochs, Path(tmp))
                 runs["optuna"].append(r)
-                print(f"  {task} seed {seed} optuna: {r.wall:.1f} s, {len(r.complete)} complete", flush=True)
+                print(f"  {task} seed {seed} optuna: {r.wall:.1f} s, {len(r.complete)} complete"
+                      + (" (saved)" if task in saved_anchor else ""), flush=True)
                 save_partial(a.json, report, task, runs)
                 if ray_ok:
                     try:
@@ -468,11 +488,12 @@ def main(argv: list[str] | None = None) -> None:
                         print(f"Ray Tune left out: {str(exc).splitlines()[-1]}")
                         ray_ok = False
                         runs.pop("ray-asha")
-                for strategy, pruner in strategies:
-                    name = f"shoal {strategy}+{pruner}"
+                for strategy, pruner, population in strategies:
+                    name = f"shoal {strategy}+{pruner}" + (f"@{population}" if population else "")
                     if name in skipped:
                         continue
-                    r = run_shoal(task, seed, a.trials, a.epochs, Path(tmp), strategy, pruner)
+                    r = run_shoal(task, seed, a.shoal_trials or a.trials, a.epochs, Path(tmp), strategy, pruner,
+                                  population, a.shoal_timeout)
                     if isinstance(r, str):
                         print(f"  {name} skipped: {r}")
                         skipped.add(name)
@@ -500,6 +521,30 @@ def print_speedup(report: dict) -> None:
         print(f"time-to-target speedup vs optuna: {speedup:.2f}x")
 
 
+def _runs_of(value: dict) -> dict[str, list[Run]]:
+    raw = value["runs"] if "runs" in value else value
+    return {m: [Run(**{**r, "complete": [tuple(e) for e in r["complete"]], "epoch": [tuple(e) for e in r["epoch"]]})
+                for r in rs] for m, rs in raw.items()}
+
+
+def _saved_anchor(a) -> dict[str, list[Run]]:
+    """The Optuna anchor's runs per task from ``--anchor-from``, checked against this run's settings."""
+    saved = json.loads(Path(a.anchor_from).read_text())
+    args = saved.get("args", {})
+    for key in ("trials", "epochs"):
+        if args.get(key) != getattr(a, key):
+            sys.exit(f"--anchor-from {a.anchor_from}: it ran {key}={args.get(key)}, this run asks {getattr(a, key)}")
+    out = {}
+    for key, value in saved.items():
+        task, _, kind = key.partition(" ")
+        if task in TASKS and kind in ("", "(partial)") and task not in out:
+            out[task] = _runs_of(value).get("optuna", [])
+    for task, runs in out.items():
+        if len(runs) < a.seeds:
+            sys.exit(f"--anchor-from {a.anchor_from}: {len(runs)} anchor seed(s) of {task} saved, {a.seeds} asked")
+    return out
+
+
 def summarize_saved(saved: dict, curve: str) -> None:
     """The tables of a saved run: each task's finished runs (an interrupted run's partial ones)."""
     report = {}
@@ -507,10 +552,7 @@ def summarize_saved(saved: dict, curve: str) -> None:
         task, _, kind = key.partition(" ")
         if task not in TASKS or kind not in ("", "(partial)") or task in report:
             continue
-        raw = value["runs"] if "runs" in value else value
-        runs = {m: [Run(**{**r, "complete": [tuple(e) for e in r["complete"]], "epoch": [tuple(e) for e in r["epoch"]]})
-                    for r in rs] for m, rs in raw.items()}
-        runs = {m: rs for m, rs in runs.items() if rs}
+        runs = {m: rs for m, rs in _runs_of(value).items() if rs}
         seeds = min(len(rs) for rs in runs.values())  # compare the seeds every method finished
         runs = {m: rs[:seeds] for m, rs in runs.items()}
         print(f"\n{task}: {seeds} seed(s) finished by every method ({', '.join(runs)})", end="")
@@ -523,8 +565,9 @@ def _worker_main(argv: list[str]) -> None:
     ap.add_argument("kind", choices=["optuna", "ray", "shoal"])
     for name in ("--task", "--storage", "--out", "--strategy", "--pruner"):
         ap.add_argument(name)
-    for name in ("--seed", "--trials", "--epochs", "--worker"):
+    for name in ("--seed", "--trials", "--epochs", "--worker", "--population"):
         ap.add_argument(name, type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=0.0)
     a = ap.parse_args(argv)
     {"optuna": worker_optuna, "ray": worker_ray, "shoal": worker_shoal}[a.kind](a)
 
