@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import sys
 import traceback
 from typing import Any, Hashable, Mapping, Sequence
 
@@ -196,7 +197,6 @@ class _Launched:
         import json
         import socket
         import subprocess
-        import sys
         from multiprocessing.connection import Connection
 
         ours, theirs = socket.socketpair()
@@ -256,7 +256,7 @@ class ProcessPool:
                    for f in folds]
         self.conns, self.procs = [], []
         for _ in range(workers):
-            if factory is None and os.name == "posix":  # nothing from the user's script is needed
+            if factory is None and os.name == "posix" and sys.executable:  # nothing from the script is needed
                 proc = _Launched()
                 self.conns.append(proc.conn)
             else:  # a user's module: the workers import it, so they start as `spawn` children
