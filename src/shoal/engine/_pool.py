@@ -165,18 +165,16 @@ def _spawned(conn) -> None:
 def _worker_main(fd: int) -> None:
     """A worker started as a plain ``python -c`` process (``_Launched``): its setup arrives first on
     the socket ``fd``, then it serves like a ``spawn`` worker."""
-    import multiprocessing
     from multiprocessing.connection import Connection
 
     conn = Connection(fd)
     try:
         # the parent's key first: tensors sent back (snapshots) share their memory through
         # multiprocessing's resource sharer, which checks it, as it does for spawn children
-        multiprocessing.current_process().authkey = conn.recv_bytes()
-        args = conn.recv()
+        mp.current_process().authkey = conn.recv_bytes()
     except EOFError:
         return
-    _worker(conn, *args)
+    _spawned(conn)
 
 
 class _Launched:
