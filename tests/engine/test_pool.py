@@ -67,3 +67,63 @@ def test_a_worker_that_dies_starting_stops_the_pool_with_the_reason(digits_data)
 
     with pytest.raises(WorkerStartError, match=r"worker process 0 \(exit code 1\).*exited while starting"):
         ProcessPool("model", [digits_data], workers=2, factory=_broken_factory)
+
+
+MOVED = {
+    "d": {"width": 48, "depth": 2, "optimizer": "adam", "lr": 2e-3, "batch_size": 64, "dropout": 0.2},
+    "e": {"width": 32, "depth": 2, "optimizer": "rmsprop", "lr": 1e-3, "batch_size": 64, "batch_norm": "before"},
+    "f": {"width": 64, "depth": 1, "optimizer": "momentum", "lr": 1e-2, "batch_size": 128, "activation": "tanh"},
+    "g": {"width": 32, "depth": 3, "optimizer": "adam", "lr": 1e-3, "batch_size": 128, "shape": "taper"},
+}
+
+
+def test_members_move_to_an_idle_worker_and_compute_what_they_would_have(digits_data, monkeypatch):
+    """Placement by estimated time, corrected by measured time: when the estimates are wrong (here:
+    every member looks free, so all go to worker 0), the measured epoch moves members to the idle
+    worker, each carrying its state, and their curves are those of an in-process pool."""
+    from shoal.engine import _packer
+
+    epochs = 4
+    configs = {**CONFIGS, **MOVED}
+
+    def run(pool):
+        for i, (key, cfg) in enumerate(configs.items()):
+            pool.add(key, normalize(cfg), i, 0, epochs)
+        curves = {k: [] for k in configs}
+        for _ in range(epochs):
+            records, failed = pool.run_epoch()
+            assert failed == {}
+            for k, r in records.items():
+                curves[k].append((r.epoch, r.train_loss, r.val_loss))
+        return curves
+
+    local = run(LocalPool("mlp", [digits_data]))
+    monkeypatch.setattr(_packer, "member_seconds", lambda *a, **k: 0.0)
+    monkeypatch.setattr(_packer, "population_seconds", lambda *a, **k: 0.0)
+    pool = ProcessPool("mlp", [digits_data], workers=2)
+    try:
+        remote = run(pool)
+        assert pool.moves >= 1
+        assert {w for w, _ in pool.where.values()} == {0, 1}  # both workers train now
+        for k in configs:
+            assert [e for e, _, _ in remote[k]] == [1, 2, 3, 4]
+            assert [v for _, _, v in remote[k]] == pytest.approx([v for _, _, v in local[k]], abs=1e-5)
+            assert [t for _, t, _ in remote[k]] == pytest.approx([t for _, t, _ in local[k]], abs=1e-5)
+    finally:
+        pool.close()
+
+
+def test_members_are_placed_by_time_not_by_size(digits_data):
+    """A member large in bytes but quick to train (batch 256: 6 steps an epoch) and six small ones
+    that are slow (batch 16: 90 steps each): by size the six would crowd onto the other worker; by
+    time they split evenly, the large one's worker taking its share."""
+    pool = ProcessPool("mlp", [digits_data], workers=2)
+    try:
+        pool.add("big", normalize({"width": 512, "depth": 1, "batch_size": 256}), 0, 0, 1)
+        for i in range(6):
+            pool.add(i, normalize({"width": 128, "depth": 2, "batch_size": 16}), i + 1, 0, 1)
+        per_worker = [sum(1 for i in range(6) if pool.where[i][0] == w) for w in (0, 1)]
+        assert per_worker == [3, 3]
+        assert pool.load[0] == pytest.approx(pool.load[1], rel=0.25)
+    finally:
+        pool.close()

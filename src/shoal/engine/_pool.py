@@ -233,11 +233,19 @@ class _Launched:
             self.popen.terminate()
 
 
+REBALANCE_GAP = 0.1  # move members when the workers' epochs differ by more than this share
+MAX_MOVES = 4  # members moved after one epoch, at most
+
+
 class ProcessPool:
     """Populations spread over worker processes of one thread each, trained at the same time.
 
-    Members go to the least loaded worker (by estimated bytes, a proxy for work); a worker keeps one
-    population per batch size. A worker that dies fails its members with a clear reason.
+    Workers train in lockstep (an epoch ends when the slowest worker's does), so members are placed
+    by their time, not their size: each member goes to the worker where the epoch would end soonest,
+    counting the per-step work of a new population where the worker has none for its batch size
+    (so a batch size stays in one population until splitting it pays). A member's time is estimated
+    (``member_seconds``) until its first epoch, then measured; estimates are rescaled by how the
+    measured times compare with them. A worker that dies fails its members with a clear reason.
 
     ``factory`` (picklable) builds each worker's pool from its folds instead of a ``LocalPool``
     (``ModulePool`` for a user's module); ``place(key, config, fold)`` names a member's group: members of
@@ -275,10 +283,16 @@ class ProcessPool:
         self.workers = workers
         self._await_ready(factory is not None)
         self.last_peak_bytes = 0  # the last epoch's observed peak memory, summed over the workers
-        self.load = [0.0] * workers
-        self.where: dict[Hashable, tuple[int, float]] = {}
+        self.rows = [int(f.X_train.shape[0]) for f in folds]
+        self.load = [0.0] * workers  # seconds of an epoch: members' times and their populations' own
+        self.where: dict[Hashable, tuple[int, float]] = {}  # member -> (worker, seconds)
+        self.group_of: dict[Hashable, tuple[Hashable, float]] = {}  # member -> (group, its population's seconds)
+        self.groups: list[dict[Hashable, int]] = [{} for _ in range(workers)]  # group -> members, per worker
+        self.scale = 1.0  # measured / estimated seconds, from the last epoch
+        self.specs: dict[Hashable, tuple] = {}  # member -> (config, seed, fold, epochs): to move it
+        self.moves = 0  # members moved to another worker to even the load (``_rebalance``)
         self.place = place
-        self.sticky: dict[Hashable, int] = {}  # group -> the worker its members train in
+        self.sticky: dict[Hashable, int] = {}  # group -> the worker its members train in (place=...)
 
     def _await_ready(self, imports_main: bool) -> None:
         """Wait until every worker has loaded its data; one that died starting stops the pool with
@@ -302,22 +316,38 @@ class ProcessPool:
 
     def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int,
             start: Mapping[str, Any] | None = None) -> None:
-        from shoal.engine._packer import member_bytes
+        from shoal.engine._packer import group_key, member_seconds, population_seconds
 
+        rows = self.rows[fold] if 0 <= fold < len(self.rows) else self.rows[0]
         try:
-            cost = float(member_bytes(config, self.family, self.input_shape, self.n_outputs))
-        except Exception:
-            cost = 1.0
-        group = self.place(key, config, fold) if self.place is not None else None
-        w = self.sticky.get(group) if group is not None else None
-        if w is None or math.isinf(self.load[w]):  # a new group, or its worker died
-            w = min(range(len(self.conns)), key=lambda i: (self.load[i], i))
-            if group is not None:
-                self.sticky[group] = w
+            cost = self.scale * member_seconds(config, self.family, self.input_shape, self.n_outputs, rows)
+            group = group_key(config, self.family)
+            opening = self.scale * population_seconds(config, rows)
+        except Exception:  # a user's module, or a config the worker will reject: spread by count
+            cost, group, opening = 1.0, None, 0.0
+        live = [w for w in range(len(self.conns)) if not math.isinf(self.load[w])] or [0]
+        if self.place is not None:  # a user's module: one group, one worker
+            group, opening = self.place(key, config, fold), 0.0
+            w = self.sticky.get(group) if group is not None else None
+            if w is None or math.isinf(self.load[w]):
+                w = min(live, key=lambda i: (self.load[i], i))
+                if group is not None:
+                    self.sticky[group] = w
+        else:  # where this epoch would end soonest; a new population there costs its own steps
+            w = min(live, key=lambda i: (self.load[i] + (0.0 if self.groups[i].get(group) else opening), i))
+        self._send_add(w, key, (dict(config), seed, fold, epochs), cost, group, opening, start)
+
+    def _send_add(self, w: int, key: Hashable, spec: tuple, cost: float, group: Hashable, opening: float,
+                  start: Mapping[str, Any] | None) -> None:
+        if group is not None and not self.groups[w].get(group):
+            self.load[w] += opening
+        self.groups[w][group] = self.groups[w].get(group, 0) + 1
         self.load[w] += cost
         self.where[key] = (w, cost)
+        self.group_of[key] = (group, opening)
+        self.specs[key] = spec
         try:
-            self.conns[w].send(("add", key, dict(config), seed, fold, epochs, start))
+            self.conns[w].send(("add", key, *spec, start))
         except (BrokenPipeError, OSError):
             pass  # the worker is gone: the next epoch reports this member as failed
 
@@ -325,12 +355,75 @@ class ProcessPool:
         w, cost = self.where.pop(key, (None, 0.0))
         if w is None:
             return
+        group, opening = self.group_of.pop(key, (None, 0.0))
+        self.specs.pop(key, None)
         self.load[w] = max(0.0, self.load[w] - cost)
+        n = self.groups[w].get(group, 0) - 1
+        if n <= 0:
+            self.groups[w].pop(group, None)
+            self.load[w] = max(0.0, self.load[w] - opening)
+        else:
+            self.groups[w][group] = n
         if self.procs[w].is_alive():
             try:
                 self.conns[w].send(("remove", key))
             except (BrokenPipeError, OSError):
                 pass
+
+    def _measured(self, records: Mapping[Hashable, Any]) -> None:
+        """Replace estimates by the last epoch's measured seconds; rescale the estimates."""
+        est = got = 0.0
+        for key, r in records.items():
+            if key in self.where and getattr(r, "seconds", None) is not None and r.seconds > 0:
+                w, cost = self.where[key]
+                est, got = est + cost, got + r.seconds
+                self.where[key] = (w, float(r.seconds))
+                self.group_of[key] = (self.group_of.get(key, (None, 0.0))[0], 0.0)  # now inside its time
+        if est > 0:
+            self.scale *= got / est
+        for w in range(len(self.load)):
+            if not math.isinf(self.load[w]):  # a population's own steps are inside its members' measured times
+                self.load[w] = sum(c for ww, c in self.where.values() if ww == w)
+
+    def _rebalance(self) -> None:
+        """Move members from the slowest worker to the fastest while that evens their epochs by more
+        than ``REBALANCE_GAP`` of the slowest's time (a few moves an epoch). A move copies the
+        member's state (``snapshot``) and goes on from it: the member computes what it would have."""
+        from shoal.engine._packer import population_seconds
+
+        if self.place is not None:  # a user's module's groups must stay whole
+            return
+        live = [w for w in range(len(self.conns)) if not math.isinf(self.load[w])]
+        for _ in range(MAX_MOVES):
+            if len(live) < 2:
+                return
+            hi = max(live, key=lambda w: (self.load[w], -w))
+            lo = min(live, key=lambda w: (self.load[w], w))
+            gap = self.load[hi] - self.load[lo]
+            if gap <= REBALANCE_GAP * self.load[hi]:
+                return
+            best = None
+            for key, (w, cost) in self.where.items():
+                if w != hi or key not in self.specs:
+                    continue
+                group = self.group_of[key][0]
+                extra = 0.0 if self.groups[lo].get(group) else self.scale * population_seconds(self.specs[key][0],
+                                                                                              self.rows[0])
+                after = abs((self.load[hi] - cost) - (self.load[lo] + cost + extra))
+                if after < gap * (1 - REBALANCE_GAP) and (best is None or after < best[0]):
+                    best = (after, key, cost)
+            if best is None:
+                return
+            _, key, cost = best
+            try:
+                state = self.snapshot(key)
+            except Exception:  # noqa: BLE001 - it stays where it is; its worker reports any failure
+                return
+            spec = self.specs[key]
+            group = self.group_of[key][0]
+            self.remove(key)
+            self._send_add(lo, key, spec, cost, group, 0.0, state)
+            self.moves += 1
 
     def __len__(self) -> int:
         return len(self.where)
@@ -373,11 +466,15 @@ class ProcessPool:
                     if ww == w:
                         failed[key] = reason
                         del self.where[key]
+                        self.group_of.pop(key, None)
+                self.groups[w].clear()
                 self.load[w] = math.inf  # no new members for a dead worker
                 continue
             records.update(r)
             failed.update(f)
             self.last_peak_bytes += peak
+        self._measured(records)
+        self._rebalance()
         return records, failed
 
     def close(self) -> None:
