@@ -290,6 +290,7 @@ class ProcessPool:
         self.groups: list[dict[Hashable, int]] = [{} for _ in range(workers)]  # group -> members, per worker
         self.scale = 1.0  # measured / estimated seconds, from the last epoch
         self.specs: dict[Hashable, tuple] = {}  # member -> (config, seed, fold, epochs): to move it
+        self.estimated: set = set()  # members not measured yet
         self.moves = 0  # members moved to another worker to even the load (``_rebalance``)
         self.place = place
         self.sticky: dict[Hashable, int] = {}  # group -> the worker its members train in (place=...)
@@ -346,6 +347,8 @@ class ProcessPool:
         self.where[key] = (w, cost)
         self.group_of[key] = (group, opening)
         self.specs[key] = spec
+        if start is None:
+            self.estimated.add(key)
         try:
             self.conns[w].send(("add", key, *spec, start))
         except (BrokenPipeError, OSError):
@@ -357,6 +360,7 @@ class ProcessPool:
             return
         group, opening = self.group_of.pop(key, (None, 0.0))
         self.specs.pop(key, None)
+        self.estimated.discard(key)
         self.load[w] = max(0.0, self.load[w] - cost)
         n = self.groups[w].get(group, 0) - 1
         if n <= 0:
@@ -371,12 +375,15 @@ class ProcessPool:
                 pass
 
     def _measured(self, records: Mapping[Hashable, Any]) -> None:
-        """Replace estimates by the last epoch's measured seconds; rescale the estimates."""
+        """Replace estimates by the last epoch's measured seconds; rescale the estimates by how the
+        members that had only an estimate compare with it."""
         est = got = 0.0
         for key, r in records.items():
             if key in self.where and getattr(r, "seconds", None) is not None and r.seconds > 0:
                 w, cost = self.where[key]
-                est, got = est + cost, got + r.seconds
+                if key in self.estimated:
+                    est, got = est + cost, got + r.seconds
+                    self.estimated.discard(key)
                 self.where[key] = (w, float(r.seconds))
                 self.group_of[key] = (self.group_of.get(key, (None, 0.0))[0], 0.0)  # now inside its time
         if est > 0:
@@ -386,9 +393,10 @@ class ProcessPool:
                 self.load[w] = sum(c for ww, c in self.where.values() if ww == w)
 
     def _rebalance(self) -> None:
-        """Move members from the slowest worker to the fastest while that evens their epochs by more
-        than ``REBALANCE_GAP`` of the slowest's time (a few moves an epoch). A move copies the
-        member's state (``snapshot``) and goes on from it: the member computes what it would have."""
+        """Move members from the slowest worker to the fastest while their epochs differ by more than
+        ``REBALANCE_GAP`` of the slowest's time and a move narrows that (a few moves an epoch). A
+        move copies the member's state (``snapshot``) and goes on from it: the member computes what
+        it would have."""
         from shoal.engine._packer import population_seconds
 
         if self.place is not None:  # a user's module's groups must stay whole
@@ -443,6 +451,7 @@ class ProcessPool:
         return value
 
     def run_epoch(self) -> tuple[dict, dict]:
+        self._rebalance()  # after the caller's removals and additions since the last epoch
         busy = sorted({w for w, _ in self.where.values()})
         sent = []
         for w in busy:
@@ -474,7 +483,6 @@ class ProcessPool:
             failed.update(f)
             self.last_peak_bytes += peak
         self._measured(records)
-        self._rebalance()
         return records, failed
 
     def close(self) -> None:
