@@ -319,7 +319,7 @@ class ProcessPool:
             start: Mapping[str, Any] | None = None) -> None:
         from shoal.engine._packer import group_key, member_seconds, population_seconds
 
-        rows = self.rows[fold] if 0 <= fold < len(self.rows) else self.rows[0]
+        rows = self._rows(fold)
         try:
             cost = self.scale * member_seconds(config, self.family, self.input_shape, self.n_outputs, rows)
             group = group_key(config, self.family)
@@ -337,6 +337,9 @@ class ProcessPool:
         else:  # where this epoch would end soonest; a new population there costs its own steps
             w = min(live, key=lambda i: (self.load[i] + (0.0 if self.groups[i].get(group) else opening), i))
         self._send_add(w, key, (dict(config), seed, fold, epochs), cost, group, opening, start)
+
+    def _rows(self, fold: int) -> int:
+        return self.rows[fold] if 0 <= fold < len(self.rows) else self.rows[0]
 
     def _send_add(self, w: int, key: Hashable, spec: tuple, cost: float, group: Hashable, opening: float,
                   start: Mapping[str, Any] | None) -> None:
@@ -415,8 +418,9 @@ class ProcessPool:
                 if w != hi or key not in self.specs:
                     continue
                 group = self.group_of[key][0]
-                extra = 0.0 if self.groups[lo].get(group) else self.scale * population_seconds(self.specs[key][0],
-                                                                                              self.rows[0])
+                config, _, fold, _ = self.specs[key]
+                extra = 0.0 if self.groups[lo].get(group) else \
+                    self.scale * population_seconds(config, self._rows(fold))
                 after = abs((self.load[hi] - cost) - (self.load[lo] + cost + extra))
                 if after < gap * (1 - REBALANCE_GAP) and (best is None or after < best[0]):
                     best = (after, key, cost)
