@@ -430,6 +430,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--task", choices=["mnist", "digits", "both"], default="mnist")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1 "
+                    "(another sample of seeds; not with --anchor-from)")
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--strategies", default=DEFAULT_STRATEGIES,
@@ -464,13 +466,15 @@ def main(argv: list[str] | None = None) -> None:
             print("Ray Tune left out: `import ray.tune` failed: " + (probe.stderr.strip().splitlines() or ["?"])[-1])
             ray_ok = False
     report, skipped = {"args": vars(a)}, set()
+    if a.anchor_from and a.first_seed:
+        sys.exit("--anchor-from reuses the anchor's seeds 0 .. seeds - 1: leave out --first-seed")
     saved_anchor = _saved_anchor(a) if a.anchor_from else {}
     for task in tasks:
         runs: dict[str, list[Run]] = {"optuna": []}
         if ray_ok:
             runs["ray-asha"] = []
         with tempfile.TemporaryDirectory(prefix="ttt-") as tmp:
-            for seed in range(a.seeds):
+            for seed in range(a.first_seed, a.first_seed + a.seeds):
                 if task in saved_anchor:
                     r = saved_anchor[task][seed]
                 else:
