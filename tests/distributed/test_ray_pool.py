@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 
@@ -26,8 +27,13 @@ def _curves(records: dict, curves: dict) -> None:
 
 
 @pytest.mark.slow
-def test_ray_pool_matches_local_pool_and_a_killed_worker_loses_no_epoch(local_ray, digits_data):
+def test_ray_pool_matches_local_pool_and_a_killed_worker_loses_no_epoch(local_ray, digits_data, monkeypatch):
+    from shoal.engine import _balance
     from shoal.engine._ray_pool import RayPool
+
+    # Members stay where they were placed, so the test knows whose actor it kills (moving members
+    # to even the actors' epochs has its own test below).
+    monkeypatch.setattr(_balance, "REBALANCE_GAP", math.inf)
 
     local = LocalPool("mlp", [digits_data])
     ref = {k: [] for k in CONFIGS}
@@ -78,6 +84,45 @@ def test_ray_pool_matches_local_pool_and_a_killed_worker_loses_no_epoch(local_ra
     for key in CONFIGS:
         assert [e for e, *_ in got[key]] == [1, 2, 3, 4]
         assert got[key] == ref[key], key
+
+
+@pytest.mark.slow
+def test_ray_members_move_to_an_idle_actor_and_compute_what_they_would_have(local_ray, digits_data, monkeypatch):
+    """Actors train in lockstep, as worker processes do: members are placed by time and moved with
+    their state while the actors' epochs differ. The estimates are made wrong here (every member
+    looks free, so all go to actor 0); the measured first epoch moves members to the idle actor,
+    and every curve stays that of an in-process pool."""
+    from shoal.engine import _packer
+    from shoal.engine._ray_pool import RayPool
+
+    local = LocalPool("mlp", [digits_data])
+    ref = {k: [] for k in CONFIGS}
+    for i, (key, cfg) in enumerate(CONFIGS.items()):
+        local.add(key, normalize(cfg), i, 0, EPOCHS)
+    for _ in range(EPOCHS):
+        _curves(local.run_epoch()[0], ref)
+
+    monkeypatch.setattr(_packer, "member_seconds", lambda *a, **k: 0.0)
+    monkeypatch.setattr(_packer, "population_seconds", lambda *a, **k: 0.0)
+    pool = RayPool("mlp", [digits_data], workers=2)
+    try:
+        got = {k: [] for k in CONFIGS}
+        for i, (key, cfg) in enumerate(CONFIGS.items()):
+            pool.add(key, normalize(cfg), i, 0, EPOCHS)
+        assert {m.slot for m in pool.members.values()} == {0}
+        for _ in range(EPOCHS):
+            records, failed = pool.run_epoch()
+            assert failed == {}
+            _curves(records, got)
+        assert pool.moves >= 1
+        assert {m.slot for m in pool.members.values()} == {0, 1}  # both actors train now
+        assert sum(pool.load) == pytest.approx(sum(r.seconds for r in records.values()))
+    finally:
+        pool.close()
+    for key in CONFIGS:
+        assert [e for e, *_ in got[key]] == [1, 2, 3, 4]
+        for (_, t, v, lr), (_, t0, v0, lr0) in zip(got[key], ref[key]):
+            assert (t, v, lr) == pytest.approx((t0, v0, lr0), abs=1e-5), key
 
 
 def test_a_gpu_pool_on_a_cluster_without_gpus_is_refused(local_ray, digits_data):

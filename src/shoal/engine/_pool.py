@@ -9,7 +9,6 @@ populations, and every worker trains its epoch at the same time.
 
 from __future__ import annotations
 
-import math
 import multiprocessing as mp
 import os
 import sys
@@ -19,6 +18,7 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 
 from shoal._errors import ShoalError
+from shoal.engine._balance import MAX_MOVES, Balancer
 
 __all__ = ["GroupPool", "LocalPool", "ProcessPool", "WorkerStartError", "make_pool"]
 
@@ -233,8 +233,6 @@ class _Launched:
             self.popen.terminate()
 
 
-REBALANCE_GAP = 0.1  # move members when the workers' epochs differ by more than this share
-MAX_MOVES = 4  # members moved after one epoch, at most
 
 
 class ProcessPool:
@@ -283,17 +281,22 @@ class ProcessPool:
         self.workers = workers
         self._await_ready(factory is not None)
         self.last_peak_bytes = 0  # the last epoch's observed peak memory, summed over the workers
-        self.rows = [int(f.X_train.shape[0]) for f in folds]
-        self.load = [0.0] * workers  # seconds of an epoch: members' times and their populations' own
-        self.where: dict[Hashable, tuple[int, float]] = {}  # member -> (worker, seconds)
-        self.group_of: dict[Hashable, tuple[Hashable, float]] = {}  # member -> (group, its population's seconds)
-        self.groups: list[dict[Hashable, int]] = [{} for _ in range(workers)]  # group -> members, per worker
-        self.scale = 1.0  # measured / estimated seconds, from the last epoch
+        self.books = Balancer(family, self.input_shape, self.n_outputs, [int(f.X_train.shape[0]) for f in folds],
+                              workers, place)
         self.specs: dict[Hashable, tuple] = {}  # member -> (config, seed, fold, epochs): to move it
-        self.estimated: set = set()  # members not measured yet
-        self.moves = 0  # members moved to another worker to even the load (``_rebalance``)
-        self.place = place
-        self.sticky: dict[Hashable, int] = {}  # group -> the worker its members train in (place=...)
+
+    @property
+    def where(self) -> dict[Hashable, tuple[int, float]]:
+        """member -> (worker, seconds an epoch)"""
+        return self.books.where
+
+    @property
+    def load(self) -> list[float]:
+        return self.books.load
+
+    @property
+    def moves(self) -> int:
+        return self.books.moves
 
     def _await_ready(self, imports_main: bool) -> None:
         """Wait until every worker has loaded its data; one that died starting stops the pool with
@@ -317,134 +320,52 @@ class ProcessPool:
 
     def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int,
             start: Mapping[str, Any] | None = None) -> None:
-        from shoal.engine._packer import group_key, member_seconds, population_seconds
+        w = self.books.add(key, config, fold)
+        self._send_add(w, key, (dict(config), seed, fold, epochs), start)
 
-        rows = self._rows(fold)
-        try:
-            cost = self.scale * member_seconds(config, self.family, self.input_shape, self.n_outputs, rows)
-            group = group_key(config, self.family)
-            opening = self.scale * population_seconds(config, rows)
-        except Exception:  # a user's module, or a config the worker will reject: spread by count
-            cost, group, opening = 1.0, None, 0.0
-        live = [w for w in range(len(self.conns)) if not math.isinf(self.load[w])] or [0]
-        if self.place is not None:  # a user's module: one group, one worker
-            group, opening = self.place(key, config, fold), 0.0
-            w = self.sticky.get(group) if group is not None else None
-            if w is None or math.isinf(self.load[w]):
-                w = min(live, key=lambda i: (self.load[i], i))
-                if group is not None:
-                    self.sticky[group] = w
-        else:  # where this epoch would end soonest; a new population there costs its own steps
-            w = min(live, key=lambda i: (self.load[i] + (0.0 if self.groups[i].get(group) else opening), i))
-        self._send_add(w, key, (dict(config), seed, fold, epochs), cost, group, opening, start)
-
-    def _rows(self, fold: int) -> int:
-        return self.rows[fold] if 0 <= fold < len(self.rows) else self.rows[0]
-
-    def _send_add(self, w: int, key: Hashable, spec: tuple, cost: float, group: Hashable, opening: float,
-                  start: Mapping[str, Any] | None) -> None:
-        if group is not None and not self.groups[w].get(group):
-            self.load[w] += opening
-        self.groups[w][group] = self.groups[w].get(group, 0) + 1
-        self.load[w] += cost
-        self.where[key] = (w, cost)
-        self.group_of[key] = (group, opening)
+    def _send_add(self, w: int, key: Hashable, spec: tuple, start: Mapping[str, Any] | None) -> None:
         self.specs[key] = spec
-        if start is None:
-            self.estimated.add(key)
         try:
             self.conns[w].send(("add", key, *spec, start))
         except (BrokenPipeError, OSError):
             pass  # the worker is gone: the next epoch reports this member as failed
 
     def remove(self, key: Hashable) -> None:
-        w, cost = self.where.pop(key, (None, 0.0))
-        if w is None:
-            return
-        group, opening = self.group_of.pop(key, (None, 0.0))
+        placed = self.books.remove(key)
         self.specs.pop(key, None)
-        self.estimated.discard(key)
-        self.load[w] = max(0.0, self.load[w] - cost)
-        n = self.groups[w].get(group, 0) - 1
-        if n <= 0:
-            self.groups[w].pop(group, None)
-            self.load[w] = max(0.0, self.load[w] - opening)
-        else:
-            self.groups[w][group] = n
-        if self.procs[w].is_alive():
+        if placed is not None and self.procs[placed.worker].is_alive():
             try:
-                self.conns[w].send(("remove", key))
+                self.conns[placed.worker].send(("remove", key))
             except (BrokenPipeError, OSError):
                 pass
 
-    def _measured(self, records: Mapping[Hashable, Any]) -> None:
-        """Replace estimates by the last epoch's measured seconds; rescale the estimates by how the
-        members that had only an estimate compare with it."""
-        est = got = 0.0
-        for key, r in records.items():
-            if key in self.where and getattr(r, "seconds", None) is not None and r.seconds > 0:
-                w, cost = self.where[key]
-                if key in self.estimated:
-                    est, got = est + cost, got + r.seconds
-                    self.estimated.discard(key)
-                self.where[key] = (w, float(r.seconds))
-                self.group_of[key] = (self.group_of.get(key, (None, 0.0))[0], 0.0)  # now inside its time
-        if est > 0:
-            self.scale *= got / est
-        for w in range(len(self.load)):
-            if not math.isinf(self.load[w]):  # a population's own steps are inside its members' measured times
-                self.load[w] = sum(c for ww, c in self.where.values() if ww == w)
-
     def _rebalance(self) -> None:
-        """Move members from the slowest worker to the fastest while their epochs differ by more than
-        ``REBALANCE_GAP`` of the slowest's time and a move narrows that (a few moves an epoch). A
-        move copies the member's state (``snapshot``) and goes on from it: the member computes what
-        it would have."""
-        from shoal.engine._packer import population_seconds
-
-        if self.place is not None:  # a user's module's groups must stay whole
-            return
-        live = [w for w in range(len(self.conns)) if not math.isinf(self.load[w])]
+        """Move members from the slowest worker to the fastest while ``Balancer.move`` finds a move
+        worth making (a few an epoch). A move copies the member's state (``snapshot``) and goes on
+        from it: the member computes what it would have."""
         for _ in range(MAX_MOVES):
-            if len(live) < 2:
+            step = self.books.move()
+            if step is None:
                 return
-            hi = max(live, key=lambda w: (self.load[w], -w))
-            lo = min(live, key=lambda w: (self.load[w], w))
-            gap = self.load[hi] - self.load[lo]
-            if gap <= REBALANCE_GAP * self.load[hi]:
-                return
-            best = None
-            for key, (w, cost) in self.where.items():
-                if w != hi or key not in self.specs:
-                    continue
-                group = self.group_of[key][0]
-                config, _, fold, _ = self.specs[key]
-                extra = 0.0 if self.groups[lo].get(group) else \
-                    self.scale * population_seconds(config, self._rows(fold))
-                after = abs((self.load[hi] - cost) - (self.load[lo] + cost + extra))
-                if after < gap * (1 - REBALANCE_GAP) and (best is None or after < best[0]):
-                    best = (after, key, cost)
-            if best is None:
-                return
-            _, key, cost = best
+            key, to = step
             try:
                 state = self.snapshot(key)
             except Exception:  # noqa: BLE001 - it stays where it is; its worker reports any failure
                 return
-            spec = self.specs[key]
-            group = self.group_of[key][0]
+            spec, cost = self.specs[key], self.books.members[key].cost
             self.remove(key)
-            self._send_add(lo, key, spec, cost, group, 0.0, state)
-            self.moves += 1
+            self.books.add(key, spec[0], spec[2], worker=to, cost=cost)
+            self._send_add(to, key, spec, state)
+            self.books.moves += 1
 
     def __len__(self) -> int:
-        return len(self.where)
+        return len(self.books.members)
 
     def snapshot(self, key: Hashable) -> dict[str, Any]:
         """Member ``key``'s state, fetched from its worker (see ``Population.snapshot``)."""
         from shoal._errors import TrialFailed
 
-        w, _ = self.where[key]
+        w = self.books.members[key].worker
         try:
             self.conns[w].send(("snapshot", key))
             status, value = self.conns[w].recv()
@@ -456,7 +377,7 @@ class ProcessPool:
 
     def run_epoch(self) -> tuple[dict, dict]:
         self._rebalance()  # after the caller's removals and additions since the last epoch
-        busy = sorted({w for w, _ in self.where.values()})
+        busy = sorted({p.worker for p in self.books.members.values()})
         sent = []
         for w in busy:
             try:
@@ -475,18 +396,14 @@ class ProcessPool:
             except (EOFError, OSError):
                 code = self.procs[w].exitcode
                 reason = f"worker process {w} died (exit code {code}); its members are lost for this run"
-                for key, (ww, _) in list(self.where.items()):
-                    if ww == w:
-                        failed[key] = reason
-                        del self.where[key]
-                        self.group_of.pop(key, None)
-                self.groups[w].clear()
-                self.load[w] = math.inf  # no new members for a dead worker
+                for key in self.books.lost(w):  # and no new members for a dead worker
+                    failed[key] = reason
+                    self.specs.pop(key, None)
                 continue
             records.update(r)
             failed.update(f)
             self.last_peak_bytes += peak
-        self._measured(records)
+        self.books.measured(records)
         return records, failed
 
     def close(self) -> None:

@@ -33,6 +33,7 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 
 from shoal._errors import ConfigError, MissingDependencyError
+from shoal.engine._balance import MAX_MOVES, Balancer
 
 __all__ = ["RayPool"]
 
@@ -126,7 +127,6 @@ class _Member:
     epochs: int
     snap: Mapping[str, Any] | None  # the latest state the driver holds (None: not trained yet)
     slot: int
-    cost: float
     epoch: int = 0  # the last epoch reported to the caller
 
     def spec(self, key: Hashable) -> tuple:
@@ -222,9 +222,11 @@ class RayPool:
         self.actors: list[Any] = [self._spawn() for _ in range(n)]
         self.alive = [True] * n
         self.last_peak_bytes = 0
-        self.load = [0.0] * n
+        # Actors train in lockstep, like worker processes: members are placed and moved by time.
+        self.books = Balancer(family, self.input_shape, self.n_outputs, [int(f.X_train.shape[0]) for f in folds], n)
         self.members: dict[Hashable, _Member] = {}
         self.recovered: list[Hashable] = []  # members that resumed after losing their actor
+        self._costs: dict[Hashable, float] = {}  # members of dead actors -> their last epoch's seconds
         refs = [a.ready.remote() for a in self.actors]
         ready, _ = ray.wait(refs, num_returns=n, timeout=self.restart_timeout)
         if len(ready) < n:  # more actors than the cluster can place: they would wait forever
@@ -238,6 +240,15 @@ class RayPool:
     def workers(self) -> int:
         return sum(self.alive)
 
+    @property
+    def load(self) -> list[float]:
+        """Each actor's epoch in seconds (estimated until measured); inf: a dead actor."""
+        return self.books.load
+
+    @property
+    def moves(self) -> int:
+        return self.books.moves
+
     def _spawn(self):
         family, device, pad, threads, every = self._spec
         return self._actor_cls.remote(family, self._data, device, pad, threads, every)
@@ -245,15 +256,8 @@ class RayPool:
     # ------------------------------------------------------------------ members
     def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int,
             start: Mapping[str, Any] | None = None) -> None:
-        from shoal.engine._packer import member_bytes
-
-        try:
-            cost = float(member_bytes(config, self.family, self.input_shape, self.n_outputs))
-        except Exception:
-            cost = 1.0
-        slot = self._least_loaded()
-        self.load[slot] += cost
-        m = _Member(dict(config), int(seed), int(fold), int(epochs), start, slot, cost,
+        slot = self.books.add(key, config, fold, among=self._live())
+        m = _Member(dict(config), int(seed), int(fold), int(epochs), start, slot,
                     int(start["epoch"]) if start is not None else 0)
         self.members[key] = m
         # Fire and forget: Ray runs one caller's calls to an actor in order, and a lost call shows
@@ -264,7 +268,7 @@ class RayPool:
         m = self.members.pop(key, None)
         if m is None:
             return
-        self.load[m.slot] = max(0.0, self.load[m.slot] - m.cost)
+        self.books.remove(key)
         if self.alive[m.slot]:
             self.actors[m.slot].remove.remote(key)
 
@@ -286,11 +290,32 @@ class RayPool:
         except ray.exceptions.RayActorError as exc:
             raise TrialFailed(f"Ray worker {m.slot} died before member {key!r} could be copied") from exc
 
-    def _least_loaded(self, among: Sequence[int] | None = None) -> int:
-        slots = [i for i in (among if among is not None else range(len(self.actors))) if self.alive[i]]
+    def _live(self) -> list[int]:
+        slots = [i for i in range(len(self.actors)) if self.alive[i]]
         if not slots:
             raise RuntimeError("no live Ray worker")
-        return min(slots, key=lambda i: (self.load[i], i))
+        return slots
+
+    def _rebalance(self) -> None:
+        """Move members from the slowest actor to the fastest while ``Balancer.move`` finds a move
+        worth making (a few an epoch). A moved member starts on its new actor from its latest state
+        (the driver's copy when current, else its actor's), so it computes what it would have."""
+        for _ in range(MAX_MOVES):
+            step = self.books.move()
+            if step is None:
+                return
+            key, to = step
+            m = self.members[key]
+            try:
+                state = self.snapshot(key)
+            except Exception:  # noqa: BLE001 - it stays where it is; a dead actor shows at the epoch
+                return
+            cost = self.books.remove(key).cost
+            self.books.add(key, m.config, m.fold, worker=to, cost=cost)
+            self.actors[m.slot].remove.remote(key)
+            m.slot, m.snap, m.epoch = to, state, int(state["epoch"])
+            self.actors[to].add.remote(*m.spec(key))
+            self.books.moves += 1
 
     # ------------------------------------------------------------------ epochs
     def run_epoch(self) -> tuple[dict, dict]:
@@ -299,6 +324,7 @@ class RayPool:
         Members of an actor that dies during the epoch are added again from their last snapshot
         and train the epoch on another actor before this call returns.
         """
+        self._rebalance()  # after the caller's removals and additions since the last epoch
         busy = sorted({m.slot for m in self.members.values()})
         calls = {self.actors[s].run_epoch.remote(): s for s in busy}
         records: dict = {}
@@ -312,6 +338,8 @@ class RayPool:
         for key in lost:  # still nowhere to run after several tries
             failed[key] = "Ray workers kept dying; the member could not be resumed"
             self.members.pop(key, None)
+            self.books.remove(key)
+        self.books.measured(records)
         return records, failed
 
     def _collect(self, calls: dict, records: dict, failed: dict) -> list:
@@ -330,13 +358,15 @@ class RayPool:
                     log.warning("Ray worker %d (pid %s) died: %s; its members resume from their last epoch",
                                 slot, self.pids[slot], str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                 self.alive[slot] = False
+                gone = self.books.lost(slot)
+                self._costs.update({k: p.cost for k, p in gone.items()})
                 lost += [k for k, m in self.members.items() if m.slot == slot and k not in records]
                 continue
             self.last_peak_bytes += peak
             for key, reason in f.items():
                 failed[key] = reason
-                if key in self.members:
-                    self.load[slot] = max(0.0, self.load[slot] - self.members.pop(key).cost)
+                if self.members.pop(key, None) is not None:
+                    self.books.remove(key)
             for key, record in r.items():
                 if key in self.members:
                     records[key] = record
@@ -352,7 +382,6 @@ class RayPool:
         for slot in range(len(self.actors)):
             if self.alive[slot]:
                 continue
-            self.load[slot] = 0.0
             actor = self._spawn()
             ready, _ = ray.wait([ref := actor.ready.remote()], timeout=self.restart_timeout)
             if ready:
@@ -361,6 +390,7 @@ class RayPool:
                 except ray.exceptions.RayActorError:
                     continue
                 self.actors[slot], self.alive[slot] = actor, True
+                self.books.revive(slot)
                 log.warning("Ray worker %d replaced (pid %s)", slot, self.pids[slot])
             else:
                 ray.kill(actor)
@@ -371,8 +401,8 @@ class RayPool:
         batches: dict[int, list] = {}
         for key in lost:
             m = self.members[key]
-            m.slot = self._least_loaded(fresh or None)
-            self.load[m.slot] += m.cost
+            self.books.remove(key)  # booked on an actor that died in this round's catch-up
+            m.slot = self.books.add(key, m.config, m.fold, among=fresh or self._live(), cost=self._costs.pop(key, None))
             batches.setdefault(m.slot, []).append((*m.spec(key), m.epoch + 1))
         self.recovered += lost
         # The lost members train from their snapshots up to this round's epoch in a side population
