@@ -70,6 +70,7 @@ class Bucket:
     head: bool = False
     tensors: dict = field(default_factory=dict)  # W, b, g, be: views of the flat buffer
     stats: dict = field(default_factory=dict)  # rm, rv: batch-norm running statistics
+    cache: dict = field(default_factory=dict)  # views the training step reuses (see _pop_backward._views)
 
     @property
     def n(self) -> int:
