@@ -141,9 +141,14 @@ def test_a_study_on_ray_equals_the_same_study_in_process(local_ray, workdir):
     here = shoal.tune(storage="local.db", executor="local", **settings)
     there = shoal.tune(storage="ray.db", executor="ray", workers=2, **settings)
     assert local_ray.is_initialized()  # a pool leaves the Ray it did not start running
-    a = [(t.number, t.value, t.user_attrs["curves"]["val_loss"]) for t in here.study.trials]
-    b = [(t.number, t.value, t.user_attrs["curves"]["val_loss"]) for t in there.study.trials]
-    assert len(a) == 4 and a == b
+    # The actors' populations hold other members than this process's one population (they are
+    # placed by time), and a batch-norm member's float32 rounding depends on its co-members at the
+    # 1e-7 level: equal to rounding, as for worker processes.
+    a = [(t.number, t.value, *t.user_attrs["curves"]["val_loss"]) for t in here.study.trials]
+    b = [(t.number, t.value, *t.user_attrs["curves"]["val_loss"]) for t in there.study.trials]
+    assert len(a) == 4 and [r[0] for r in a] == [r[0] for r in b]
+    for x, y in zip(a, b):
+        assert x == pytest.approx(y, rel=1e-5)
     assert there.study.user_attrs["population"]["workers"] == 2
     assert there.study.user_attrs["population"]["observed_peak_bytes"] > 0  # measured in each actor, summed
 

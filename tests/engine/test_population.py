@@ -55,6 +55,12 @@ MLP_CASES = {
     "decay_step": {"lr_decay": "step", "step_size": 1, "step_gamma": 0.5},
     "decay_exponential": {"lr_decay": "exponential", "exp_gamma": 0.8},
     "decay_cosine": {"lr_decay": "cosine"},
+    # Two members whose last hidden layer is 8 wide, in one batch-norm run: their gamma and beta
+    # rows are padded to whole optimizer blocks, so the run's slice of them is not contiguous.
+    "narrow_bn_a": {"width": 32, "depth": 3, "shape": "taper", "batch_norm": "before", "optimizer": "momentum",
+                    "lr": 0.05, "activation": "leaky_relu"},
+    "narrow_bn_b": {"width": 32, "depth": 3, "shape": "taper", "batch_norm": "before", "optimizer": "momentum",
+                    "lr": 0.02, "activation": "leaky_relu"},
     "everything": {"optimizer": "momentum", "lr": 0.02, "weight_decay": 1e-3, "l1": 1e-4, "dropout": 0.25,
                    "init": "xavier", "width": 64, "depth": 3, "shape": "taper", "activation": "elu",
                    "batch_norm": "after", "lr_decay": "cosine"},

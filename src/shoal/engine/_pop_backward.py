@@ -42,8 +42,13 @@ def _views(b: Bucket) -> dict:
                 if mode == "off":
                     continue
                 rm, rv = b.stats["rm"][a:e], b.stats["rv"][a:e]
-                v["bn"][a] = {"g": g.detach()[a:e], "be": be.detach()[a:e], "rm": rm, "rv": rv,
-                              "g1": g.detach()[a:e].reshape(-1), "be1": be.detach()[a:e].reshape(-1),
+                gr, ber = g.detach()[a:e], be.detach()[a:e]
+                # Flattened gamma and beta only where flattening is a view: a member's row is padded
+                # to whole optimizer blocks (8 features take 16 floats), and there reshape(-1)
+                # copies, which would freeze the values of the step the copy was made at.
+                flat = gr.is_contiguous()
+                v["bn"][a] = {"g": gr, "be": ber, "rm": rm, "rv": rv,
+                              "g1": gr.view(-1) if flat else None, "be1": ber.view(-1) if flat else None,
                               "rm1": rm.view(-1), "rv1": rv.view(-1),
                               "dg": g.grad[a:e], "dbe": be.grad[a:e]}
         b.cache["views"] = v
@@ -75,8 +80,9 @@ def _bn_forward(h: torch.Tensor, b: Bucket, a: int, e: int, w: torch.Tensor | No
     g, be, rm, rv = v["g"], v["be"], v["rm"], v["rv"]
     if w is None:
         x = h.transpose(0, 1).reshape(bsz, -1)
-        y, mean, invstd = _aten.native_batch_norm(x, v["g1"], v["be1"], v["rm1"], v["rv1"],
-                                                  True, BN_MOMENTUM, BN_EPS)
+        g1 = v["g1"] if v["g1"] is not None else g.reshape(-1)
+        be1 = v["be1"] if v["be1"] is not None else be.reshape(-1)
+        y, mean, invstd = _aten.native_batch_norm(x, g1, be1, v["rm1"], v["rv1"], True, BN_MOMENTUM, BN_EPS)
         return y.view(bsz, k, -1).transpose(0, 1), (None, x, mean, invstd)
     counts = w.sum(1).long().tolist()  # rows differ per member: each member on its own rows
     outs, saved = [], []
@@ -99,7 +105,8 @@ def _bn_backward(dy: torch.Tensor, b: Bucket, a: int, e: int, ctx) -> torch.Tens
     counts, x, mean, invstd = ctx
     if counts is None:
         d = dy.transpose(0, 1).reshape(bsz, -1)
-        dx, dg, dbe = _aten.native_batch_norm_backward(d, x, v["g1"], v["rm1"], v["rv1"], mean, invstd,
+        g1 = v["g1"] if v["g1"] is not None else g.reshape(-1)
+        dx, dg, dbe = _aten.native_batch_norm_backward(d, x, g1, v["rm1"], v["rv1"], mean, invstd,
                                                        True, BN_EPS, [True, True, True])
         gg.copy_(dg.view(k, -1))
         gbe.copy_(dbe.view(k, -1))
