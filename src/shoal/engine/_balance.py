@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
-__all__ = ["MAX_MOVES", "REBALANCE_GAP", "Balancer", "Placed"]
+__all__ = ["MAX_MOVES", "REBALANCE_GAP", "Balancer", "Booked", "Placed"]
 
 REBALANCE_GAP = 0.1  # move members while the workers' epochs differ by more than this share
 MAX_MOVES = 4  # members moved before one epoch, at most
@@ -187,3 +187,19 @@ class Balancer:
             if after < gap * (1 - REBALANCE_GAP) and (best is None or after < best[0]):
                 best = (after, key)
         return None if best is None else (best[1], lo)
+
+
+class Booked:
+    """What a lockstep pool that keeps its ``books`` in a ``Balancer`` shows of them."""
+
+    books: Balancer
+
+    @property
+    def load(self) -> list[float]:
+        """Each worker's epoch in seconds (estimated until measured); inf: a dead worker."""
+        return self.books.load
+
+    @property
+    def moves(self) -> int:
+        """Members moved so far to even the workers' epochs."""
+        return self.books.moves

@@ -18,7 +18,7 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 
 from shoal._errors import ShoalError
-from shoal.engine._balance import MAX_MOVES, Balancer
+from shoal.engine._balance import MAX_MOVES, Balancer, Booked
 
 __all__ = ["GroupPool", "LocalPool", "ProcessPool", "WorkerStartError", "make_pool"]
 
@@ -235,7 +235,7 @@ class _Launched:
 
 
 
-class ProcessPool:
+class ProcessPool(Booked):
     """Populations spread over worker processes of one thread each, trained at the same time.
 
     Workers train in lockstep (an epoch ends when the slowest worker's does), so members are placed
@@ -289,14 +289,6 @@ class ProcessPool:
     def where(self) -> dict[Hashable, tuple[int, float]]:
         """member -> (worker, seconds an epoch)"""
         return self.books.where
-
-    @property
-    def load(self) -> list[float]:
-        return self.books.load
-
-    @property
-    def moves(self) -> int:
-        return self.books.moves
 
     def _await_ready(self, imports_main: bool) -> None:
         """Wait until every worker has loaded its data; one that died starting stops the pool with

@@ -33,7 +33,7 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 
 from shoal._errors import ConfigError, MissingDependencyError
-from shoal.engine._balance import MAX_MOVES, Balancer
+from shoal.engine._balance import MAX_MOVES, Balancer, Booked
 
 __all__ = ["RayPool"]
 
@@ -143,7 +143,7 @@ def _import_ray():
     return ray
 
 
-class RayPool:
+class RayPool(Booked):
     """Populations spread over the actors of a Ray cluster; members of a lost actor resume elsewhere.
 
     Args:
@@ -239,15 +239,6 @@ class RayPool:
     @property
     def workers(self) -> int:
         return sum(self.alive)
-
-    @property
-    def load(self) -> list[float]:
-        """Each actor's epoch in seconds (estimated until measured); inf: a dead actor."""
-        return self.books.load
-
-    @property
-    def moves(self) -> int:
-        return self.books.moves
 
     def _spawn(self):
         family, device, pad, threads, every = self._spec
