@@ -190,9 +190,29 @@ class Balancer:
 
 
 class Booked:
-    """What a lockstep pool that keeps its ``books`` in a ``Balancer`` shows of them."""
+    """A lockstep pool that keeps its ``books`` in a ``Balancer``: what it shows of them, and the
+    moves that even its workers' epochs. The pool supplies ``snapshot(key)`` and
+    ``_relocate(key, old, new, state)``, which tells the workers."""
 
     books: Balancer
+
+    def _rebalance(self) -> None:
+        """Move members from the slowest worker to the fastest while ``Balancer.move`` finds a move
+        worth making (at most ``MAX_MOVES`` an epoch). A moved member goes on from a copy of its
+        state (``snapshot``), so it computes what it would have."""
+        for _ in range(MAX_MOVES):
+            step = self.books.move()
+            if step is None:
+                return
+            key, new = step
+            try:
+                state = self.snapshot(key)  # type: ignore[attr-defined]
+            except Exception:  # noqa: BLE001 - it stays where it is; its worker reports any failure
+                return
+            placed = self.books.remove(key)
+            self.books.add(key, placed.config, placed.fold, worker=new, cost=placed.cost)
+            self._relocate(key, placed.worker, new, state)  # type: ignore[attr-defined]
+            self.books.moves += 1
 
     @property
     def load(self) -> list[float]:

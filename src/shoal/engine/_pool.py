@@ -18,7 +18,7 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 
 from shoal._errors import ShoalError
-from shoal.engine._balance import MAX_MOVES, Balancer, Booked
+from shoal.engine._balance import Balancer, Booked
 
 __all__ = ["GroupPool", "LocalPool", "ProcessPool", "WorkerStartError", "make_pool"]
 
@@ -233,8 +233,6 @@ class _Launched:
             self.popen.terminate()
 
 
-
-
 class ProcessPool(Booked):
     """Populations spread over worker processes of one thread each, trained at the same time.
 
@@ -331,24 +329,15 @@ class ProcessPool(Booked):
             except (BrokenPipeError, OSError):
                 pass
 
-    def _rebalance(self) -> None:
-        """Move members from the slowest worker to the fastest while ``Balancer.move`` finds a move
-        worth making (a few an epoch). A move copies the member's state (``snapshot``) and goes on
-        from it: the member computes what it would have."""
-        for _ in range(MAX_MOVES):
-            step = self.books.move()
-            if step is None:
-                return
-            key, to = step
+    def _relocate(self, key: Hashable, old: int, new: int, state: Mapping[str, Any]) -> None:
+        """Member ``key`` leaves worker ``old`` and goes on from ``state`` on worker ``new`` (the
+        books are already moved; see ``Booked._rebalance``)."""
+        if self.procs[old].is_alive():
             try:
-                state = self.snapshot(key)
-            except Exception:  # noqa: BLE001 - it stays where it is; its worker reports any failure
-                return
-            spec, cost = self.specs[key], self.books.members[key].cost
-            self.remove(key)
-            self.books.add(key, spec[0], spec[2], worker=to, cost=cost)
-            self._send_add(to, key, spec, state)
-            self.books.moves += 1
+                self.conns[old].send(("remove", key))
+            except (BrokenPipeError, OSError):
+                pass
+        self._send_add(new, key, self.specs[key], state)
 
     def __len__(self) -> int:
         return len(self.books.members)

@@ -33,7 +33,7 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 
 from shoal._errors import ConfigError, MissingDependencyError
-from shoal.engine._balance import MAX_MOVES, Balancer, Booked
+from shoal.engine._balance import Balancer, Booked
 
 __all__ = ["RayPool"]
 
@@ -287,26 +287,13 @@ class RayPool(Booked):
             raise RuntimeError("no live Ray worker")
         return slots
 
-    def _rebalance(self) -> None:
-        """Move members from the slowest actor to the fastest while ``Balancer.move`` finds a move
-        worth making (a few an epoch). A moved member starts on its new actor from its latest state
-        (the driver's copy when current, else its actor's), so it computes what it would have."""
-        for _ in range(MAX_MOVES):
-            step = self.books.move()
-            if step is None:
-                return
-            key, to = step
-            m = self.members[key]
-            try:
-                state = self.snapshot(key)
-            except Exception:  # noqa: BLE001 - it stays where it is; a dead actor shows at the epoch
-                return
-            cost = self.books.remove(key).cost
-            self.books.add(key, m.config, m.fold, worker=to, cost=cost)
-            self.actors[m.slot].remove.remote(key)
-            m.slot, m.snap, m.epoch = to, state, int(state["epoch"])
-            self.actors[to].add.remote(*m.spec(key))
-            self.books.moves += 1
+    def _relocate(self, key: Hashable, old: int, new: int, state: Mapping[str, Any]) -> None:
+        """Member ``key`` leaves actor ``old`` and starts on actor ``new`` from ``state``, its latest
+        (the driver's copy when current, else its actor's; see ``Booked._rebalance``)."""
+        m = self.members[key]
+        self.actors[old].remove.remote(key)
+        m.slot, m.snap, m.epoch = new, state, int(state["epoch"])
+        self.actors[new].add.remote(*m.spec(key))
 
     # ------------------------------------------------------------------ epochs
     def run_epoch(self) -> tuple[dict, dict]:
