@@ -473,8 +473,28 @@ def summarize(task: str, runs: dict[str, list[Run]], curve: str) -> dict:
         reached = sum(math.isfinite(x) for x in row["times"])
         print(f"{m:26s} {shown:>11s} ({reached}/{len(row['times'])}) {row['acc_at_equal_wall']:17.4f} "
               f"{row['final_best']:11.4f} {row['retrained']:10.4f} {row['wall']:7.1f}s {row['cpu']:7.1f}s" + (f"  [{row['note']}]" if row["note"] else ""))
+    for m in rows:
+        paired = retrained_vs_anchor(runs["optuna"], runs[m]) if m != "optuna" else None
+        if paired:
+            rows[m]["retrained_vs_optuna"] = paired
+            print(f"  {m}, retrained minus optuna's, seed by seed: median {paired['median']:+.4f}, mean "
+                  f"{paired['mean']:+.4f} (standard error {paired['se']:.4f}, t = {paired['t']:.1f}), higher in "
+                  f"{paired['higher']} of {paired['n']} seeds")
     return {"target": target, "equal_wall": equal_wall, "methods": rows,
             "runs": {m: [asdict(r) for r in rs] for m, rs in runs.items()}}
+
+
+def retrained_vs_anchor(anchor: list[Run], other: list[Run]) -> dict | None:
+    """Seed-by-seed differences of the retrained accuracy (``other`` minus the anchor's): are they
+    larger than the seeds' own spread? None without retrained values on 2 or more common seeds."""
+    d = [statistics.fmean(o.retrained) - statistics.fmean(a.retrained)
+         for a, o in zip(anchor, other) if a.retrained and o.retrained]
+    if len(d) < 2:
+        return None
+    se = statistics.stdev(d) / math.sqrt(len(d))
+    mean = statistics.fmean(d)
+    return {"n": len(d), "median": statistics.median(d), "mean": mean, "se": se,
+            "t": mean / se if se > 0 else 0.0, "higher": sum(x > 0 for x in d), "differences": d}
 
 
 def save_partial(path: str | None, report: dict, task: str, runs: dict) -> None:
