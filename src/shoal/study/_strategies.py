@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shoal._errors import ConfigError
 
@@ -53,6 +53,71 @@ def check_pruner(name: str) -> None:
         raise _unknown("pruner", name, PRUNERS)
 
 
+def _tpe_sampler(**kwargs: Any) -> optuna.samplers.BaseSampler:
+    """Optuna's TPE, learning from trials that are still training.
+
+    TPE splits the trials into a good and a bad group. A pruned trial ranks by how far it got,
+    then by its value there; a running one, with ``constant_liar``, counts as bad. When trials
+    train one or two at a time that costs little. In caviar mode dozens train at once, and the
+    running ones are the promoted ones: at the 60th ask of a 100-trial MNIST study not one trial
+    had completed, and TPE counted the members still training, the best known, as bad. Its asks
+    stayed near uniform over the widths (trials 50-99: 26/54/39/54/27 of widths 32-512) where
+    Optuna's sequential study concentrated (5/6/86/7/96).
+    Here a running trial that has reported epochs ranks as a pruned trial at its last epoch would:
+    what it has shown so far. A running trial with nothing reported stays a lie, as before.
+    Measured on that study (5 seeds, benchmarks/README.md): the best recorded accuracy rose in every
+    seed (median 0.9705 -> 0.9715), what it picks trains again no better or worse, and it takes ~30%
+    longer, as it now picks the wider networks that do better.
+    """
+    return __getattr__("TPESoFar")(**kwargs)
+
+
+_classes: dict[str, type] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """``TPESoFar``, the sampler class, made on first use (Optuna loads only then; pickle finds it)."""
+    if name != "TPESoFar":
+        raise AttributeError(name)
+    if name not in _classes:
+        import optuna
+
+        class TPESoFar(optuna.samplers.TPESampler):
+            def _sample(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+                return super()._sample(_SoFar(study), trial, search_space)
+
+        TPESoFar.__module__, TPESoFar.__qualname__ = __name__, "TPESoFar"
+        _classes[name] = TPESoFar
+    return _classes[name]
+
+
+class _SoFar:
+    """A study as TPE sees it: running trials that have reported values show as pruned there."""
+
+    def __init__(self, study: Any) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = False, states: Any = None, use_cache: bool = False) -> list:
+        import copy
+
+        from optuna.trial import TrialState
+
+        asked = None if states is None else tuple(states)
+        fetch = asked if asked is None or TrialState.RUNNING in asked else asked + (TrialState.RUNNING,)
+        out = []
+        for t in self._study._get_trials(deepcopy=deepcopy, states=fetch, use_cache=use_cache):
+            if t.state == TrialState.RUNNING and t.intermediate_values:
+                t = copy.copy(t)
+                t.state = TrialState.PRUNED
+            elif t.state == TrialState.RUNNING and asked is not None and TrialState.RUNNING not in asked:
+                continue
+            out.append(t)
+        return out
+
+
 def make_sampler(name: str, *, seed: int, space: Space | None = None, grid_points: int = 3,
                  n_startup_trials: int = 10) -> optuna.samplers.BaseSampler:
     """The Optuna sampler for a strategy name, seeded."""
@@ -89,8 +154,8 @@ def make_sampler(name: str, *, seed: int, space: Space | None = None, grid_point
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                              n_startup_trials=n_startup_trials, constant_liar=True)
+            return _tpe_sampler(seed=seed, multivariate=True, group=True, n_startup_trials=n_startup_trials,
+                                constant_liar=True)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, n_startup_trials * 2)))
     if name == "gp":
