@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import TYPE_CHECKING, Any
 
 from shoal._errors import ConfigError
@@ -69,26 +70,27 @@ def _tpe_sampler(**kwargs: Any) -> optuna.samplers.BaseSampler:
     seed (median 0.9705 -> 0.9715), what it picks trains again no better or worse, and it takes ~30%
     longer, as it now picks the wider networks that do better.
     """
-    return __getattr__("TPESoFar")(**kwargs)
+    return _tpe_class()(**kwargs)
 
 
-_classes: dict[str, type] = {}
+@functools.cache
+def _tpe_class() -> type:
+    """The sampler class, made on first use: Optuna loads only then."""
+    import optuna
+
+    class TPESoFar(optuna.samplers.TPESampler):
+        def _sample(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+            return super()._sample(_SoFar(study), trial, search_space)
+
+    TPESoFar.__module__, TPESoFar.__qualname__ = __name__, "TPESoFar"
+    return TPESoFar
 
 
 def __getattr__(name: str) -> Any:
-    """``TPESoFar``, the sampler class, made on first use (Optuna loads only then; pickle finds it)."""
-    if name != "TPESoFar":
-        raise AttributeError(name)
-    if name not in _classes:
-        import optuna
-
-        class TPESoFar(optuna.samplers.TPESampler):
-            def _sample(self, study, trial, search_space):  # type: ignore[no-untyped-def]
-                return super()._sample(_SoFar(study), trial, search_space)
-
-        TPESoFar.__module__, TPESoFar.__qualname__ = __name__, "TPESoFar"
-        _classes[name] = TPESoFar
-    return _classes[name]
+    """``shoal.study._strategies.TPESoFar``: where pickle finds the sampler's class."""
+    if name == "TPESoFar":
+        return _tpe_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _SoFar:
