@@ -598,12 +598,11 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"  {task} seed {seed} {name}: {r.wall:.1f} s, {len(r.complete)} complete", flush=True)
                     save_partial(a.json, report, task, runs)
                 if a.retrain:  # after the timed runs: it is evaluation, not part of any method
-                    fresh = [rs[-1] for rs in runs.values() if len(rs) == seed - a.first_seed + 1
-                             and not rs[-1].retrained]
-                    retrain(task, seed, fresh, a.retrain, a.epochs)
+                    this_seed = {m: rs[-1] for m, rs in runs.items() if len(rs) == seed - a.first_seed + 1}
+                    retrain(task, seed, [r for r in this_seed.values() if not r.retrained], a.retrain, a.epochs)
                     print(f"  {task} seed {seed} retrained: " + ", ".join(
-                        f"{m} {statistics.fmean(rs[-1].retrained):.4f}" for m, rs in runs.items()
-                        if len(rs) == seed - a.first_seed + 1 and rs[-1].retrained), flush=True)
+                        f"{m} {statistics.fmean(r.retrained):.4f}" for m, r in this_seed.items() if r.retrained),
+                          flush=True)
                     save_partial(a.json, report, task, runs)
         other = "epoch" if a.curve == "complete" else "complete"
         print(f"\n--curve {other} (for comparison):", end="")

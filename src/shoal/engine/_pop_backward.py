@@ -55,6 +55,13 @@ def _views(b: Bucket) -> dict:
     return v
 
 
+def _flat(v: dict, name: str) -> torch.Tensor:
+    """A batch-norm run's gamma or beta (``name`` "g" or "be") as one flat vector: the cached view,
+    or a copy made now where flattening copies (see ``_views``)."""
+    flat = v[name + "1"]
+    return flat if flat is not None else v[name].reshape(-1)
+
+
 def _act_backward(name: str, g: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The gradient autograd computes for ``activation_fn(name)`` (same kernels)."""
     if name == "relu":
@@ -80,9 +87,8 @@ def _bn_forward(h: torch.Tensor, b: Bucket, a: int, e: int, w: torch.Tensor | No
     g, be, rm, rv = v["g"], v["be"], v["rm"], v["rv"]
     if w is None:
         x = h.transpose(0, 1).reshape(bsz, -1)
-        g1 = v["g1"] if v["g1"] is not None else g.reshape(-1)
-        be1 = v["be1"] if v["be1"] is not None else be.reshape(-1)
-        y, mean, invstd = _aten.native_batch_norm(x, g1, be1, v["rm1"], v["rv1"], True, BN_MOMENTUM, BN_EPS)
+        y, mean, invstd = _aten.native_batch_norm(x, _flat(v, "g"), _flat(v, "be"), v["rm1"], v["rv1"], True,
+                                                  BN_MOMENTUM, BN_EPS)
         return y.view(bsz, k, -1).transpose(0, 1), (None, x, mean, invstd)
     counts = w.sum(1).long().tolist()  # rows differ per member: each member on its own rows
     outs, saved = [], []
@@ -105,8 +111,7 @@ def _bn_backward(dy: torch.Tensor, b: Bucket, a: int, e: int, ctx) -> torch.Tens
     counts, x, mean, invstd = ctx
     if counts is None:
         d = dy.transpose(0, 1).reshape(bsz, -1)
-        g1 = v["g1"] if v["g1"] is not None else g.reshape(-1)
-        dx, dg, dbe = _aten.native_batch_norm_backward(d, x, g1, v["rm1"], v["rv1"], mean, invstd,
+        dx, dg, dbe = _aten.native_batch_norm_backward(d, x, _flat(v, "g"), v["rm1"], v["rv1"], mean, invstd,
                                                        True, BN_EPS, [True, True, True])
         gg.copy_(dg.view(k, -1))
         gbe.copy_(dbe.view(k, -1))
