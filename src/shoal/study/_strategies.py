@@ -156,7 +156,7 @@ def make_sampler(name: str, *, seed: int, space: Space | None = None, grid_point
         # momentum, betas only for Adam) jointly within each sub-space instead of falling back.
         # No constant liar: trials in training count for what they reported (_tpe_sampler), and one
         # that reported nothing yet is left out rather than counted as bad (MNIST, 10 paired runs:
-        # its picks trained again +0.0010 in the mean, benchmarks/README.md, ninth session).
+        # its picks trained again +0.0009 in the mean, benchmarks/README.md, ninth session).
         import warnings
 
         with warnings.catch_warnings():
