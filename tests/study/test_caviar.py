@@ -175,3 +175,24 @@ def test_cnn_population_study(workdir):
     assert {t.user_attrs["engine"] for t in auto.study.trials} == {"single"}  # CNNs on a CPU: single
     for a, b in zip(pop.study.trials, auto.study.trials):
         assert a.value == pytest.approx(b.value, abs=1e-4)
+
+
+def test_asking_a_trial_reads_the_storage_about_once(workdir, monkeypatch):
+    """Each ask should read the study's trials from the storage once (Optuna caches them for the
+    rest of the trial's sampling). Optuna's HyperbandPruner, left on the study, broke that cache:
+    it hands the sampler a new bracket wrapper, with an empty cache, at every parameter, and each
+    read fetches every trial still training again. Caviar mode decides the rungs itself."""
+    from optuna.storages._cached_storage import _CachedStorage
+
+    reads = []
+    read = _CachedStorage._read_trials_from_remote_storage
+
+    def counted(self, study_id):
+        reads.append(study_id)
+        return read(self, study_id)
+
+    monkeypatch.setattr(_CachedStorage, "_read_trials_from_remote_storage", counted)
+    result = shoal.tune(data="digits", preset="mlp", strategy="tpe", pruner="hyperband", trials=24, epochs=3,
+                        population=12, workers=1, engine="population", storage="h.db", progress=False, seed=1)
+    assert len(result.study.trials) == 24
+    assert len(reads) <= 3 * 24, f"{len(reads)} reads of the storage for 24 trials"
