@@ -367,6 +367,7 @@ def run_shoal(task: str, seed: int, trials: int, epochs: int, tmp: Path, strateg
     if codes == [SKIPPED]:
         return log.read_text().strip().splitlines()[-1]
     run = Run(wall=time.time() - t0, cpu=cpu)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "Study name was omitted ..." per run
     study = optuna.load_study(study_name=None, storage=storage)
     for tr in study.get_trials(deepcopy=False):
         # The study stores when a trial started and ended, not when each epoch did. Epoch k's time is
