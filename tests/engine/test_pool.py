@@ -115,3 +115,26 @@ def test_members_are_placed_by_time_not_by_size(digits_data):
         assert pool.load[0] == pytest.approx(pool.load[1], rel=0.25)
     finally:
         pool.close()
+
+
+def test_a_members_state_crosses_the_pipes_bit_for_bit(digits_data):
+    """Fetched from a worker and added again from that state (as a PBT copy or a moved member is),
+    a member's weights and optimizer moments come back as the same tensors, bit for bit."""
+    import torch
+
+    pool = ProcessPool("mlp", [digits_data], workers=2)
+    try:
+        cfg = normalize(CONFIGS["b"])
+        pool.add("a", cfg, 0, 0, 4)
+        pool.run_epoch()
+        first = pool.snapshot("a")
+        assert first["epoch"] == 1 and first["state"]
+        pool.remove("a")
+        pool.add("copy", cfg, 0, 0, 4, first)
+        again = pool.snapshot("copy")
+        assert again["epoch"] == 1 and sorted(again["state"]) == sorted(first["state"])
+        for name, t in first["state"].items():
+            assert isinstance(t, torch.Tensor) and isinstance(again["state"][name], torch.Tensor)
+            assert t.dtype == again["state"][name].dtype and torch.equal(t, again["state"][name]), name
+    finally:
+        pool.close()

@@ -255,3 +255,25 @@ def test_a_resumed_seeded_study_draws_new_configurations(workdir):
     repeat = shoal.tune(lambda c: c["x"], space=space, strategy="random", trials=6, storage="s.log", study="r",
                         seed=4, progress=False)
     assert [t.params["x"] for t in sorted(repeat.study.trials, key=lambda t: t.number)] == xs
+
+
+def test_a_spawned_trial_is_written_without_reading_the_study(workdir, monkeypatch):
+    """PBT's copies are trials the engine configures itself: asking for them re-read every running
+    trial from the storage (the whole population). They are written in one go instead, and come out
+    as ``enqueue_trial`` and ``ask`` would make them: params fixed, attributes set, running."""
+    from optuna.storages._cached_storage import _CachedStorage
+
+    study = open_study("sqlite:///s.db", "q", "minimize")
+    runner = StudyRunner(study, quadratic_space(), trials=10, seed=0)
+    running = [runner.ask() for _ in range(3)]
+    reads = []
+    read = _CachedStorage._read_trials_from_remote_storage
+    monkeypatch.setattr(_CachedStorage, "_read_trials_from_remote_storage",
+                        lambda self, study_id: (reads.append(study_id), read(self, study_id))[1])
+    job = runner.spawn(dict(running[0].config), {"pbt": {"parent": 0}}, seed=7)
+    assert reads == []
+    stored = optuna.load_study(study_name="q", storage="sqlite:///s.db").trials[job.number]
+    assert job.number == 3 and stored.state == TrialState.RUNNING
+    assert stored.params == running[0].trial.params and job.config == running[0].config
+    assert stored.system_attrs["fixed_params"] == stored.params
+    assert stored.user_attrs["pbt"] == {"parent": 0} and stored.user_attrs["seed"] == 7

@@ -107,6 +107,43 @@ class LocalPool(GroupPool):
             self.failed[key] = f"{type(exc).__name__}: {exc}"
 
 
+class _Array:
+    """A CPU tensor crossing a pipe as its bytes (``_to_wire``)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+
+def _to_wire(obj: Any) -> Any:
+    """``obj`` with its CPU tensors as plain arrays, for a pipe. A tensor sent as it is goes through
+    shared memory, one segment and one file descriptor passed per tensor: a member's state (~40
+    tensors, 1.4 MB on digits) took 18-20 ms to fetch that way, ~2 ms as bytes."""
+    import torch
+
+    if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
+        return _Array(obj.detach().numpy())
+    if isinstance(obj, dict):
+        return {k: _to_wire(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_wire(v) for v in obj)
+    return obj
+
+
+def _from_wire(obj: Any) -> Any:
+    """The inverse of ``_to_wire``: the same values, bit for bit, as tensors again."""
+    import torch
+
+    if isinstance(obj, _Array):
+        return torch.from_numpy(obj.array)
+    if isinstance(obj, dict):
+        return {k: _from_wire(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_from_wire(v) for v in obj)
+    return obj
+
+
 def _worker(conn, family: str, folds: list[dict], device: str, pad: bool, factory=None) -> None:
     import signal
 
@@ -130,12 +167,12 @@ def _worker(conn, family: str, folds: list[dict], device: str, pad: bool, factor
             return
         op = msg[0]
         if op == "add":
-            pool.add(*msg[1:])
+            pool.add(*msg[1:-1], _from_wire(msg[-1]))
         elif op == "remove":
             pool.remove(msg[1])
         elif op == "snapshot":
             try:
-                conn.send(("ok", pool.snapshot(msg[1])))
+                conn.send(("ok", _to_wire(pool.snapshot(msg[1]))))
             except Exception as exc:
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
         elif op == "epoch":
@@ -321,7 +358,7 @@ class ProcessPool(Booked):
     def _send_add(self, w: int, key: Hashable, spec: tuple, start: Mapping[str, Any] | None) -> None:
         self.specs[key] = spec
         try:
-            self.conns[w].send(("add", key, *spec, start))
+            self.conns[w].send(("add", key, *spec, _to_wire(start)))
         except (BrokenPipeError, OSError):
             pass  # the worker is gone: the next epoch reports this member as failed
 
@@ -355,6 +392,7 @@ class ProcessPool(Booked):
         try:
             self.conns[w].send(("snapshot", key))
             status, value = self.conns[w].recv()
+            value = _from_wire(value)
         except (EOFError, BrokenPipeError, OSError) as exc:
             raise TrialFailed(f"worker process {w} died before member {key!r} could be copied") from exc
         if status != "ok":
