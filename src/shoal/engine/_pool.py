@@ -119,7 +119,7 @@ class _Array:
 def _to_wire(obj: Any) -> Any:
     """``obj`` with its CPU tensors as plain arrays, for a pipe. A tensor sent as it is goes through
     shared memory, one segment and one file descriptor passed per tensor: a member's state (~40
-    tensors, 1.4 MB on digits) took 18-20 ms to fetch that way, ~2 ms as bytes."""
+    tensors, 1.4 MB on digits) took 18-20 ms to fetch that way, ~4 ms as bytes."""
     import torch
 
     if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
