@@ -116,32 +116,31 @@ class _Array:
         self.array = array
 
 
+def _walk(obj: Any, leaf: Any) -> Any:
+    """``obj`` rebuilt through its dicts, lists and tuples, each other value passed through ``leaf``."""
+    if isinstance(obj, dict):
+        return {k: _walk(v, leaf) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [_walk(v, leaf) for v in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)  # a namedtuple: by position
+    return leaf(obj)
+
+
 def _to_wire(obj: Any) -> Any:
     """``obj`` with its CPU tensors as plain arrays, for a pipe. A tensor sent as it is goes through
     shared memory, one segment and one file descriptor passed per tensor: a member's state (~40
     tensors, 1.4 MB on digits) took 18-20 ms to fetch that way, ~4 ms as bytes."""
     import torch
 
-    if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
-        return _Array(obj.detach().numpy())
-    if isinstance(obj, dict):
-        return {k: _to_wire(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_wire(v) for v in obj)
-    return obj
+    return _walk(obj, lambda x: _Array(x.detach().numpy())
+                 if isinstance(x, torch.Tensor) and x.device.type == "cpu" else x)
 
 
 def _from_wire(obj: Any) -> Any:
     """The inverse of ``_to_wire``: the same values, bit for bit, as tensors again."""
     import torch
 
-    if isinstance(obj, _Array):
-        return torch.from_numpy(obj.array)
-    if isinstance(obj, dict):
-        return {k: _from_wire(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_from_wire(v) for v in obj)
-    return obj
+    return _walk(obj, lambda x: torch.from_numpy(x.array) if isinstance(x, _Array) else x)
 
 
 def _worker(conn, family: str, folds: list[dict], device: str, pad: bool, factory=None) -> None:
