@@ -326,3 +326,31 @@ def test_a_last_batch_of_one_row_joins_the_batch_before_as_in_the_single_engine(
     curves = _finish(pop, 2)
     for i, (name, cfg) in enumerate(cases.items()):
         _assert_same(curves[name], cfg, data, i, epochs=2)
+
+
+@pytest.mark.parametrize("bn", ["before", "after"])
+def test_a_batch_norm_member_computes_the_same_bits_alone_or_beside_others(digits, bn):
+    """A batch-norm run normalizes its members side by side; what it hands the activation must not
+    depend on how many share it. Before the run's output was made contiguous, GELU rounded the
+    strided view of a run of two differently from a run of one (1e-8 a step), and RMSprop, through
+    the bias before batch norm whose true gradient is 0, grew that to 1e-5 in validation loss, so a
+    seeded study could end a validation image apart depending on how members were grouped."""
+    import torch
+
+    data = digits[1]
+    cfg = _cfg({"width": 64, "depth": 2, "optimizer": "rmsprop", "lr": 1e-3, "batch_norm": bn,
+                "activation": "gelu"})
+
+    def member_after(twins: int):
+        pop = Population("mlp", data.input_shape, data.n_outputs, data.task, batch_size=64)
+        pop.add("m", cfg, seed=3, data=data, epochs=4)
+        for i in range(twins):
+            pop.add(f"t{i}", {**cfg, "lr": 2e-3 * (i + 1)}, seed=10 + i, data=data, epochs=4)
+        records = [pop.run_epoch()["m"] for _ in range(2)]
+        return records, pop.snapshot("m")["state"]
+
+    alone, state = member_after(0)
+    for twins in (1, 3):
+        records, other = member_after(twins)
+        assert [r.val_loss for r in records] == [r.val_loss for r in alone]
+        assert all(torch.equal(state[k], other[k]) for k in state)

@@ -89,7 +89,9 @@ def _bn_forward(h: torch.Tensor, b: Bucket, a: int, e: int, w: torch.Tensor | No
         x = h.transpose(0, 1).reshape(bsz, -1)
         y, mean, invstd = _aten.native_batch_norm(x, _flat(v, "g"), _flat(v, "be"), v["rm1"], v["rv1"], True,
                                                   BN_MOMENTUM, BN_EPS)
-        return y.view(bsz, k, -1).transpose(0, 1), (None, x, mean, invstd)
+        # contiguous, as the single engine's batch-norm output is: activations such as GELU round a
+        # strided input differently, and this view is strided only when the run has 2+ members
+        return y.view(bsz, k, -1).transpose(0, 1).contiguous(), (None, x, mean, invstd)
     counts = w.sum(1).long().tolist()  # rows differ per member: each member on its own rows
     outs, saved = [], []
     for r, c in enumerate(counts):

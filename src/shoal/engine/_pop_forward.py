@@ -29,7 +29,7 @@ def _bn(h: torch.Tensor, b: Bucket, a: int, e: int, train: bool, w: torch.Tensor
     if w is None or not train:
         x = h.transpose(0, 1).reshape(bsz, -1, *h.shape[3:])
         y = F.batch_norm(x, rm.view(-1), rv.view(-1), g.reshape(-1), be.reshape(-1), train, BN_MOMENTUM, BN_EPS)
-        return y.view(bsz, k, *h.shape[2:]).transpose(0, 1)
+        return y.view(bsz, k, *h.shape[2:]).transpose(0, 1).contiguous()  # see _pop_backward._bn_forward
     # rows differ per member (folds of different sizes, last step): each member on its own rows
     counts = w.sum(1).long().tolist()
     outs = []
