@@ -67,7 +67,7 @@ def tune(
     grid_points: Annotated[Optional[int], typer.Option(help="Values per continuous parameter for grid.")] = None,
     target: Annotated[Optional[str], typer.Option(help="CSV target column (default: the last).")] = None,
     download: Annotated[bool, typer.Option("--download", help="Download MNIST files when missing.")] = False,
-    timeout: Annotated[Optional[float], typer.Option(help="Stop asking new trials after this many seconds.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Time limit in seconds: no trial starts after it, and trials in training stop at the end of their current epoch (recorded as pruned, stopped=timeout; PBT ranks its population as it stands).")] = None,
     stages: Annotated[Optional[str], typer.Option(help="coarse-to-fine stages, e.g. 'qmc:0.4,tpe' (a count or "
                                                   "share of --trials each; one stage takes the rest).")] = None,
     top_fraction: Annotated[Optional[float], typer.Option(help="coarse-to-fine: share of finished trials each "

@@ -90,6 +90,7 @@ def train_job(job: Job, runner: StudyRunner, exp: Experiment, data: PreparedData
         return  # over a limit the configuration alone decides: recorded, not trained
     histories = []
     pruned = []
+    timed_out = []
     for k, fold in enumerate(data.folds):
         last_fold = k == len(data.folds) - 1
         so_far: list = []
@@ -97,19 +98,27 @@ def train_job(job: Job, runner: StudyRunner, exp: Experiment, data: PreparedData
         def on_epoch(record, _last=last_fold, _so_far=so_far):
             # With k-fold, the pruner sees the mean over folds once the last fold reaches the epoch.
             _so_far.append(record)
-            if not _last:
-                return False
-            folds = [h.epochs[: record.epoch] for h in histories] + [_so_far]
-            stop = runner.report(job, record.epoch, {**static, **epoch_measures(folds)})
-            pruned.append(stop)
-            if not stop and record.epoch < exp.epochs:
+            stop = False
+            if _last:
+                folds = [h.epochs[: record.epoch] for h in histories] + [_so_far]
+                stop = runner.report(job, record.epoch, {**static, **epoch_measures(folds)})
+                pruned.append(stop)
+            if not stop and not (_last and record.epoch >= exp.epochs):
                 runner.check_stop()  # a Ctrl-C stops here (a trial at its last epoch completes first)
+                if runner.past_deadline():  # so does the timeout
+                    timed_out.append(record.epoch)
+                    return True
             return stop
 
         history = train(job.config, fold, family=exp.preset, epochs=exp.epochs, seed=job.seed + k,
                         on_epoch=on_epoch, patience=exp.patience)
         histories.append(history)
+        if timed_out:
+            break
     attrs = trial_attrs([h.epochs for h in histories], data.device, "single")
+    if timed_out:
+        runner.stop_at_deadline(job, attrs)
+        return
     if any(pruned):
         runner.prune(job, attrs)
         return

@@ -279,6 +279,14 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
             if cohort:
                 decide_rungs()
             runner.check_stop()  # a Ctrl-C stops here, with every member's epoch recorded
+            if runner.past_deadline():  # the timeout: members in training stop with this epoch
+                for number, state in list(running.items()):
+                    attrs = _attrs(state, data.device)
+                    leave(number)
+                    runner.stop_at_deadline(state.job, attrs)
+                while waiting:  # asked, never trained: queued again for a later run
+                    runner.interrupt(waiting.popleft()[0])
+                break
             fill()
     except KeyboardInterrupt:
         for state in list(running.values()):

@@ -29,15 +29,16 @@ class Progress:
         self.enabled = enabled
         self.failed = 0
         self.pruned = 0
+        self.deadline: float | None = None  # time.monotonic() of the timeout: "left" counts down to it
         if not enabled:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn
-        from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import TimeElapsedColumn
 
         self._progress = RichProgress(
             TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[best]}"), TextColumn("[dim]elapsed"), TimeElapsedColumn(),
-            TextColumn("[dim]left"), TimeRemainingColumn(), console=console, transient=False,
+            _left_column(self), console=console, transient=False,
         )
         self._task = self._progress.add_task("tune", total=total, completed=0, best="best: -")
 
@@ -108,6 +109,37 @@ class Progress:
             if counted(trial):
                 self._progress.advance(self._task)
             self._refresh()
+
+
+def time_left(estimate: float | None, deadline: float | None, now: float) -> tuple[float | None, bool]:
+    """Seconds left: the trials' pace estimate, or the time to the deadline when that comes first
+    (then True: the timeout, not the budget, ends the run)."""
+    if deadline is None:
+        return estimate, False
+    to_deadline = max(0.0, deadline - now)
+    if estimate is None or to_deadline < estimate:
+        return to_deadline, True
+    return estimate, False
+
+
+def _left_column(progress: Progress):
+    """rich's time-remaining column with its label: "left" at the trials' pace, or "timeout" counting
+    down to the progress bar's deadline (``--timeout``) when that comes first."""
+    import time
+
+    from rich.progress import TimeRemainingColumn
+    from rich.text import Text
+
+    class Left(TimeRemainingColumn):
+        def render(self, task):
+            seconds, by_deadline = time_left(task.time_remaining, progress.deadline, time.monotonic())
+            if not by_deadline or task.finished:
+                return Text.assemble(("left ", "dim"), super().render(task))
+            minutes, secs = divmod(int(seconds), 60)
+            hours, minutes = divmod(minutes, 60)
+            return Text.assemble(("timeout ", "dim"), (f"{hours:d}:{minutes:02d}:{secs:02d}", "progress.remaining"))
+
+    return Left()
 
 
 def _dominates(a: tuple, b: tuple) -> bool:

@@ -199,6 +199,8 @@ def run_fidelity(runner: StudyRunner, objective: Callable[..., Any], exp: Experi
                 if runner.report(job, epoch, value):
                     raise optuna.TrialPruned()
                 runner.check_stop()  # a Ctrl-C stops here, with this epoch saved
+                if epoch < exp.epochs and runner.past_deadline():  # so does the timeout
+                    break
         except optuna.TrialPruned:
             files.drop(job.number)
             runner.prune(job, {"curves": {"value": curve}, "epochs_run": len(curve)})
@@ -212,4 +214,7 @@ def run_fidelity(runner: StudyRunner, objective: Callable[..., Any], exp: Experi
                                                               "curves": {"value": curve}})
             continue
         files.drop(job.number)
+        if len(curve) < exp.epochs:
+            runner.stop_at_deadline(job, {"curves": {"value": curve}, "epochs_run": len(curve)})
+            continue
         runner.complete(job, curve[-1], {"curves": {"value": curve}, "epochs_run": len(curve)})

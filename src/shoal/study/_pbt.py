@@ -249,6 +249,9 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
             members = alive
             if epoch >= exp.epochs or not members:
                 break
+            if runner.past_deadline():  # the timeout: the population ends at this epoch, ranked as it is
+                log.info("PBT: the timeout passed; the population ends at epoch %d of %d", epoch, exp.epochs)
+                break
             if epoch % exp.pbt_interval == 0:
                 members = _exploit(members, epoch, exp, space, rng, pool, runner, spawn, attrs_of, maximize, metric,
                                    empty)
@@ -261,7 +264,11 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
                 from shoal.study._objectives import epoch_measures
 
                 value = {**epoch_measures([m.history]), metric: value}
-            runner.complete(m.job, value, attrs_of(m))
+            a = attrs_of(m)
+            if epoch < exp.epochs:
+                a["stopped"] = "timeout"
+                runner.timed_out += 1
+            runner.complete(m.job, value, a)
         members = []
         ckpt.unlink(missing_ok=True)
     except KeyboardInterrupt:

@@ -71,6 +71,9 @@ class StudyRunner:
         constraints: limits on measures (``shoal.study._objectives.Constraint``), checked when a
             trial completes (and before training for what the configuration alone decides: ``admit``).
         seed: the study seed; each trial's training seed derives from it and the trial number.
+        timeout: seconds from now after which no trial is asked, and trials still training stop at
+            the end of their current epoch (engines check ``past_deadline`` there; a plain objective
+            without epochs runs to its end).
         on_finish: called with each finished FrozenTrial (the progress display listens here).
     """
 
@@ -93,6 +96,7 @@ class StudyRunner:
         self._heartbeat = None
         if is_shared(study):
             self._heartbeat = Heartbeat(self)
+        self.timed_out = 0  # trials stopped before their last epoch because the timeout passed
         self.stop_requested = False  # set by a first Ctrl-C (see ``stop_on_interrupt``)
         self.graceful = True  # False: Ctrl-C stops at once (a user objective has no epochs to finish)
         self.recovered = self._recover_interrupted()
@@ -107,8 +111,12 @@ class StudyRunner:
         """Trials that use up budget: those in the storage when this runner started, plus its own."""
         return self._finished
 
+    def past_deadline(self) -> bool:
+        """The timeout has passed: ask no more, and stop training at the next epoch's end."""
+        return self.deadline is not None and time.monotonic() > self.deadline
+
     def remaining(self) -> int:
-        if self.deadline is not None and time.monotonic() > self.deadline:
+        if self.past_deadline():
             return 0
         return max(0, self.trials - self.finished_count() - len(self.running))
 
@@ -298,6 +306,13 @@ class StudyRunner:
     def prune(self, job: Job, attrs: dict[str, Any] | None = None) -> None:
         self._attrs(job, attrs)
         self._tell(job, state=_state("PRUNED"))
+
+    def stop_at_deadline(self, job: Job, attrs: dict[str, Any] | None = None) -> None:
+        """The timeout passed while ``job`` trained: it ends here, before its last epoch, as a pruned
+        trial (its curves kept, ``stopped`` = ``"timeout"``), so that samplers rank it by the epochs it
+        reached rather than as a finished run."""
+        self.timed_out += 1
+        self.prune(job, {**(attrs or {}), "stopped": "timeout"})
 
     def fail(self, job: Job, reason: str, attrs: dict[str, Any] | None = None) -> None:
         self._attrs(job, attrs)

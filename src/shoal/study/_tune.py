@@ -415,9 +415,15 @@ def _run(exp: Experiment, space: Space, direction: str | list[str], metric: str,
     runner = StudyRunner(study, space, trials=trials, metric=metric, seed=exp.seed, timeout=exp.timeout,
                          on_finish=display.finished, planner=planner, constraints=parse_constraints(exp.constraints))
     display.resume(study, done=runner.finished_count())
+    display.deadline = runner.deadline
     logging.getLogger("shoal").info("study %s: %d trials finished before this run", study.study_name,
                                     runner.finished_count())
     with display, runner.stop_on_interrupt():
         body(runner)
+    if runner.timed_out:
+        message = (f"the timeout ({exp.timeout:g} s) passed: {runner.timed_out} trial(s) in training stopped before "
+                   f"their last epoch (user attribute stopped='timeout')")
+        logging.getLogger("shoal").info(message)
+        display.note(f"[yellow]{message}[/]")
     best_params, best_value, best_trial = _best(study)
     return TuneResult(best_params, best_value, best_trial, study, exp)

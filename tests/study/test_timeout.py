@@ -1,0 +1,90 @@
+"""``timeout``: no trial starts after it, and trials in training stop at the end of their epoch.
+
+Each study below has far more epochs than it can train within its timeout, so whatever trains when
+the timeout passes must be cut short. The assertions are on what the storage holds, never on time.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from optuna.trial import TrialState
+
+import shoal
+from shoal.space import Float, Space
+from shoal.study._display import time_left
+
+SMALL = {"width": 32, "depth": 1, "batch_size": 128}
+EPOCHS = 2_000  # ~10 s a trial or more: far beyond every timeout below (and finite, should one be ignored)
+
+
+def _stopped(trial) -> bool:
+    return trial.state == TrialState.PRUNED and trial.user_attrs.get("stopped") == "timeout"
+
+
+@pytest.mark.parametrize("engine", ["population", "single"])
+def test_trials_in_training_stop_at_the_timeout_with_their_curves(workdir, engine):
+    result = shoal.tune(data="digits", preset="mlp", strategy="random", trials=50, epochs=EPOCHS, seed=0,
+                        engine=engine, population=4, storage="t.db", progress=False, params=SMALL, timeout=1.0)
+    trials = result.study.trials
+    # the single engine trains one trial at a time; the population engine four
+    assert len(trials) == (1 if engine == "single" else 4)
+    for t in trials:
+        assert _stopped(t), (t.state, t.user_attrs.get("stopped"))
+        epochs = t.user_attrs["epochs_run"]
+        assert 1 <= epochs < EPOCHS
+        assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
+        assert len(t.user_attrs["curves"]["val_loss"]) == epochs
+    assert result.best_trial is None  # nothing finished its epochs: no best to claim
+
+
+def test_trials_finished_before_the_timeout_stay_complete(workdir):
+    # Short trials: several complete before the timeout; none starts after it; the study never
+    # reaches its budget of 10,000.
+    result = shoal.tune(data="digits", preset="mlp", strategy="random", trials=10_000, epochs=2, seed=0,
+                        engine="population", population=4, storage="t.db", progress=False, params=SMALL,
+                        timeout=2.0)
+    trials = result.study.trials
+    assert 4 < len(trials) < 10_000
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert complete and all(t.user_attrs["epochs_run"] == 2 for t in complete)
+    assert all(t.state == TrialState.COMPLETE or (_stopped(t) and t.user_attrs["epochs_run"] == 1) for t in trials)
+    assert result.best_trial is not None and result.best_trial.state == TrialState.COMPLETE
+
+
+def test_a_fidelity_objective_stops_at_the_timeout(workdir):
+    def fn(config, epochs, state=None):
+        time.sleep(0.05)
+        step = (state or 0) + epochs
+        return (config["x"] - 0.3) ** 2 + 1.0 / step, step
+
+    result = shoal.tune(fn, space=Space([Float("x", 0.0, 1.0)]), strategy="random", trials=50, epochs=EPOCHS,
+                        seed=0, storage="f.db", progress=False, timeout=0.5)
+    [trial] = result.study.trials
+    assert _stopped(trial)
+    curve = trial.user_attrs["curves"]["value"]
+    assert 1 <= len(curve) == trial.user_attrs["epochs_run"] < EPOCHS
+    assert [trial.intermediate_values[e] for e in range(1, len(curve) + 1)] == curve
+
+
+def test_pbt_ends_its_population_at_the_timeout_ranked_as_it_stands(workdir):
+    result = shoal.tune(data="digits", preset="mlp", strategy="pbt", trials=4, epochs=EPOCHS, pbt_interval=2,
+                        seed=0, storage="p.db", study="p", progress=False, timeout=2.0, params=SMALL)
+    trials = result.study.trials
+    final = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(final) == 4  # the population, each member complete where the timeout found it
+    assert all(t.user_attrs["stopped"] == "timeout" for t in final)
+    [at] = {max(t.intermediate_values) for t in final}  # they train in step: all ended at the same epoch
+    assert 1 <= at < EPOCHS
+    done = {t.number for t in final}
+    assert all(t.state == TrialState.PRUNED and "stopped" not in t.user_attrs for t in trials if t.number not in done)
+    assert result.best_trial.number in done
+
+
+def test_the_progress_bar_counts_down_to_the_timeout_when_it_comes_first():
+    assert time_left(100.0, None, now=0.0) == (100.0, False)
+    assert time_left(100.0, 30.0, now=10.0) == (20.0, True)  # the timeout ends the run first
+    assert time_left(5.0, 30.0, now=10.0) == (5.0, False)  # the budget does
+    assert time_left(None, 30.0, now=10.0) == (20.0, True)  # no pace measured yet
+    assert time_left(100.0, 30.0, now=40.0) == (0.0, True)  # past it: never negative
