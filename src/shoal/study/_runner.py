@@ -196,12 +196,30 @@ class StudyRunner:
             stage, planned_config, _ = planned
             self.study.enqueue_trial(self.space.params_from_config(planned_config), user_attrs={"stage": stage},
                                      skip_if_exists=False)
-        trial = self.study.ask()
+        trial = self._new_trial() if planned is None else self.study.ask()
         if planned is not None:
             self.planner.attach(trial.number, planned[0], planned[2])
         elif self.planner is not None and "stage" in trial.user_attrs:
             self.planner.retried(trial.user_attrs["stage"])
         return self._start(trial)
+
+    def _new_trial(self) -> optuna.trial.Trial:
+        """``study.ask()``, without its search for waiting trials when the database has none.
+
+        That search reads every trial of the study the cache has not seen finish, running ones
+        included: in caviar mode ~30 training trials, with their params and curves so far, at every
+        ask (digits: ~18 ms of an ask's ~110). One query for waiting rows, filtered in the database,
+        tells whether there are any; only then does ``study.ask()`` take one, as before.
+        """
+        import optuna
+
+        storage, study_id = self.study._storage, self.study._study_id
+        backend = getattr(storage, "_backend", None)  # Optuna's cache over an RDBStorage
+        if not isinstance(backend, optuna.storages.RDBStorage) or backend.get_all_trials(
+                study_id, deepcopy=False, states=(_state("WAITING"),)):
+            return self.study.ask()
+        self.study._thread_local.cached_all_trials = None  # as study.ask(): the sampler reads afresh
+        return optuna.trial.Trial(self.study, storage.create_new_trial(study_id))
 
     def _start(self, trial: optuna.trial.Trial, seed: int | None = None) -> Job:
         if self._heartbeat is not None:
