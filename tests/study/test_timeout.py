@@ -88,3 +88,18 @@ def test_the_progress_bar_counts_down_to_the_timeout_when_it_comes_first():
     assert time_left(5.0, 30.0, now=10.0) == (5.0, False)  # the budget does
     assert time_left(None, 30.0, now=10.0) == (20.0, True)  # no pace measured yet
     assert time_left(100.0, 30.0, now=40.0) == (0.0, True)  # past it: never negative
+
+
+def test_the_cli_says_when_nothing_completed_before_the_timeout(workdir, monkeypatch, capsys):
+    import sys
+
+    from shoal.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["shoal", "tune", "--data", "digits", "--epochs", str(EPOCHS), "--trials", "50",
+                                      "--timeout", "1", "--population", "4", "-p", "width=32", "-p", "depth=1", "-q"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "No trial completed before the timeout (1 s): 4 stopped at it" in out
+    assert f"of {EPOCHS} epochs. Give it more time (--timeout) or fewer epochs (--epochs)" in out

@@ -108,6 +108,13 @@ def tune(
     study_obj = result.study
     console.print(summary_table(study_obj, metric=exp.metric))
     if result.best_params is None:
+        stopped = [t for t in study_obj.get_trials(deepcopy=False) if t.user_attrs.get("stopped") == "timeout"]
+        if stopped:
+            most = max(t.user_attrs.get("epochs_run", 0) for t in stopped)
+            console.print(f"[yellow]No trial completed before the timeout ({exp.timeout:g} s): {len(stopped)} stopped "
+                          f"at it, after at most {most} of {exp.epochs} epochs. Give it more time (--timeout) or "
+                          f"fewer epochs (--epochs).[/]")
+            raise typer.Exit(1)
         why = " within the limits" if exp.constraints else ""
         console.print(f"[yellow]No trial completed{why}; see `shoal show` for the reasons.[/]")
         raise typer.Exit(1)
