@@ -264,11 +264,10 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
                 from shoal.study._objectives import epoch_measures
 
                 value = {**epoch_measures([m.history]), metric: value}
-            a = attrs_of(m)
-            if epoch < exp.epochs:
-                a["stopped"] = "timeout"
-                runner.timed_out += 1
-            runner.complete(m.job, value, a)
+            if epoch < exp.epochs:  # the timeout ended the population
+                runner.stop_at_deadline(m.job, attrs_of(m), value)
+            else:
+                runner.complete(m.job, value, attrs_of(m))
         members = []
         ckpt.unlink(missing_ok=True)
     except KeyboardInterrupt:

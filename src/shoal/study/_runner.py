@@ -325,12 +325,18 @@ class StudyRunner:
         self._attrs(job, attrs)
         self._tell(job, state=_state("PRUNED"))
 
-    def stop_at_deadline(self, job: Job, attrs: dict[str, Any] | None = None) -> None:
-        """The timeout passed while ``job`` trained: it ends here, before its last epoch, as a pruned
-        trial (its curves kept, ``stopped`` = ``"timeout"``), so that samplers rank it by the epochs it
-        reached rather than as a finished run."""
+    def stop_at_deadline(self, job: Job, attrs: dict[str, Any] | None = None,
+                         value: float | Mapping[str, float] | None = None) -> None:
+        """The timeout passed while ``job`` trained: it ends here, before its last epoch, with
+        ``stopped`` = ``"timeout"`` and its curves kept. Pruned, so that samplers rank it by the
+        epochs it reached rather than as a finished run; complete with ``value`` where the engine
+        ranks members at the epoch they reached anyway (PBT's population)."""
         self.timed_out += 1
-        self.prune(job, {**(attrs or {}), "stopped": "timeout"})
+        attrs = {**(attrs or {}), "stopped": "timeout"}
+        if value is None:
+            self.prune(job, attrs)
+        else:
+            self.complete(job, value, attrs)
 
     def fail(self, job: Job, reason: str, attrs: dict[str, Any] | None = None) -> None:
         self._attrs(job, attrs)
