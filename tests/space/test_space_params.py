@@ -486,3 +486,21 @@ def test_grid_leaves_out_parameters_no_configuration_activates():
     assert "lr" in grid
     open_space = preset("mlp").update({"optimizer": ["sgd", "momentum"]})
     assert "momentum" in open_space.grid(3) and "beta1" not in open_space.grid(3)
+
+
+def test_unconditional_distributions_are_what_every_configuration_suggests():
+    space = Space([
+        Categorical("optimizer", ["sgd", "momentum"]),
+        Float("momentum", 0.5, 0.99, when={"optimizer": "momentum"}),  # conditional: left out
+        Float("lr", 1e-4, 1.0, log=True),
+        Float("weight_decay", 1e-6, 1e-2, log=True, off=0.0),  # its on/off switch, not the value
+        Int("depth", 1, 4),
+        Categorical("activation", ["relu"]),  # one choice: never suggested
+        Fixed("epochs_warmup", 2),
+    ])
+    assert space.unconditional_distributions() == {
+        "optimizer": CategoricalDistribution(["sgd", "momentum"]),
+        "lr": FloatDistribution(1e-4, 1.0, log=True),
+        "weight_decay_on": CategoricalDistribution([True, False]),
+        "depth": IntDistribution(1, 4),
+    }

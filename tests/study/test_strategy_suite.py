@@ -115,3 +115,21 @@ def test_pbt_trains_with_the_population_engine(workdir):
                         storage="e.db", seed=1, progress=False, params=TINY)
     states = collections.Counter(t.state.name for t in result.study.get_trials())
     assert states == {"COMPLETE": 4, "PRUNED": 1}  # one exploit step (epoch 2) replaces 1 of 4
+
+
+@pytest.mark.parametrize("engine", ["population", "single"])
+def test_qmc_spreads_trials_asked_together_one_per_stratum(workdir, engine):
+    """Scrambled Sobol points: 16 trials put one learning rate in each sixteenth of its log range
+    and each optimizer in 4 of them, however many were asked before any finished. Optuna's own
+    QMCSampler, keyed by the running trials' changing union of parameters, started its sequence
+    again at each new union in caviar mode (digits, 10 trials: 8 distinct, 4 on the same lr)."""
+    from shoal.space import mlp
+
+    lr = mlp()["lr"]
+    result = shoal.tune(data="digits", strategy="qmc", trials=16, epochs=1, engine=engine, storage="q.db",
+                        progress=False, seed=5)
+    trials = result.study.trials
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 16
+    strata = sorted(int(16 * math.log(t.params["lr"] / lr.low) / math.log(lr.high / lr.low)) for t in trials)
+    assert strata == list(range(16))
+    assert set(collections.Counter(t.params["optimizer"] for t in trials).values()) == {4}

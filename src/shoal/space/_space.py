@@ -187,6 +187,18 @@ class Space:
                 config[p.name] = p.suggest(trial)
         return config
 
+    def unconditional_distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """The Optuna distributions that every configuration suggests, whatever values are drawn:
+        the first suggestion of each parameter without a condition (an "off" switch, not the value
+        it guards). Samplers that draw whole points (QMC) sample these jointly."""
+        out: dict[str, Any] = {}
+        for p in self._params.values():
+            if not p.when:
+                recorder = _FirstSuggestion()
+                p.suggest(recorder)
+                out.update(recorder.first)
+        return out
+
     def config_from_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Rebuild a config from an Optuna trial's stored params (e.g. for the best trial)."""
         from optuna.trial import FixedTrial
@@ -248,6 +260,37 @@ class Space:
 
     def __repr__(self) -> str:
         return f"Space({self.names()})"
+
+
+class _FirstSuggestion:
+    """A stand-in trial that records the distribution of the first ``suggest_*`` call made on it
+    (the one a parameter makes whatever it draws) and answers every call with a valid value."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, Any] = {}
+
+    def _record(self, name: str, distribution: Any) -> None:
+        if not self.first:
+            self.first[name] = distribution
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float:
+        from optuna.distributions import FloatDistribution
+
+        self._record(name, FloatDistribution(low, high, log=log, step=step))
+        return low
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        from optuna.distributions import IntDistribution
+
+        self._record(name, IntDistribution(low, high, log=log, step=step))
+        return low
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        from optuna.distributions import CategoricalDistribution
+
+        self._record(name, CategoricalDistribution(list(choices)))
+        return list(choices)[0]
 
 
 def parse_value(text: str) -> Any:

@@ -149,8 +149,7 @@ def make_sampler(name: str, *, seed: int, space: Space | None = None, grid_point
         import warnings
 
         warnings.filterwarnings("ignore", "QMCSampler is experimental", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
-                                          warn_independent_sampling=False, warn_asynchronous_seeding=False)
+        return _space_qmc_sampler(space, seed=seed)
     if name == "tpe":
         # group=True lets multivariate TPE model conditional parameters (momentum only for SGD with
         # momentum, betas only for Adam) jointly within each sub-space instead of falling back.
@@ -170,6 +169,30 @@ def make_sampler(name: str, *, seed: int, space: Space | None = None, grid_point
                                          warn_independent_sampling=False)
     return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials,
                                         warn_independent_sampling=False)
+
+
+def _space_qmc_sampler(space: Space | None, *, seed: int) -> optuna.samplers.BaseSampler:
+    """Optuna's scrambled Sobol sampler over the space's unconditional parameters, every trial.
+
+    Optuna's QMCSampler infers its space from the first finished trial, or, before one finishes,
+    from the union of the running trials' parameters, and keys its position in the sequence by
+    that space. With many trials asked before any finishes (caviar mode) and conditional
+    parameters, the union changed from ask to ask, each new union started the sequence again at
+    its first point, and trials repeated it (digits, 10 trials: 8 distinct). Conditional
+    parameters are drawn at random, as Optuna does."""
+    import optuna
+
+    kwargs = {"qmc_type": "sobol", "scramble": True, "seed": seed, "warn_independent_sampling": False,
+              "warn_asynchronous_seeding": False}
+    if space is None:
+        return optuna.samplers.QMCSampler(**kwargs)
+    fixed = space.unconditional_distributions()
+
+    class SpaceQMCSampler(optuna.samplers.QMCSampler):
+        def infer_relative_search_space(self, study, trial):  # noqa: D102
+            return {name: d for name, d in fixed.items() if not d.single()}
+
+    return SpaceQMCSampler(**kwargs)
 
 
 def make_pruner(name: str, *, epochs: int) -> optuna.pruners.BasePruner:
