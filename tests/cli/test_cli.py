@@ -85,6 +85,9 @@ depth = 1
         (["-p", "learning_rate=0.1"], "Unknown parameter 'learning_rate'"),
         (["-p", "lr=0.5:0.1"], "low < high"),
         (["-p", "lr"], "must look like name=value"),
+        (["-p", "lrr=0.01"], "in TOML `[space.lrr]` with"),  # brackets printed, not taken for markup
+        (["-p", "optimizer=0.1:1"], "'optimizer' is categorical: a range (low, high) does not apply to it"),
+        (["-p", "depth=choices"], "'depth' parameter must be a positive integer"),
         (["--strategy", "annealing"], "Unknown strategy 'annealing'"),
         (["missing.toml"], "Experiment file not found"),
     ],

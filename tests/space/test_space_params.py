@@ -338,7 +338,7 @@ def test_override_param_instance():
         ("lr", {"lo": 1e-3}, r"Unknown field\(s\) \['lo'\] for parameter 'lr'\. Allowed: type, when"),
         ("warmup", {"low": 0, "high": 5}, r"Unknown parameter 'warmup'\."),
         ("warmup", {"type": "bool"}, r"The type of parameter 'warmup' must be one of float, int, categorical\. Got 'bool'"),
-        ("warmup", {"type": "float", "choices": [1, 2]}, r"Bad definition for parameter 'warmup'"),
+        ("warmup", {"type": "float", "choices": [1, 2]}, r"The parameter 'warmup' is a float: choices does not apply to it\. A float takes high, log, low, off, step"),
         ("warmup", {"type": "int", "low": 0, "high": 3, "when": {"schedule": "x"}},
          r"'warmup' is conditional on 'schedule', which is not defined before it"),
     ],

@@ -299,5 +299,8 @@ _COMMAND = None
 
 def _error(message: str) -> None:
     """One paragraph on stderr and exit code 2: bad input, or a storage that cannot be written."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    # escaped: messages quote TOML tables ("[space.lr]"), which rich would take for markup and drop
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     sys.exit(2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from shoal._errors import ConfigError
 from shoal.cli._main import StorageOpt, app, console
@@ -39,7 +40,7 @@ def _report(r) -> None:
         console.print(f"trial {r.trial} of study [bold]{r.study}[/] complete: value [green]{r.value:.4g}[/] after "
                       f"{len(r.history.epochs)} epochs, {len(r.events)} events; checkpoints in {r.checkpoints}.")
         return
-    console.print(f"[red]trial {r.trial} of study {r.study}: {r.state}[/]: {r.fail_reason}")
+    console.print(f"[red]trial {r.trial} of study {escape(r.study)}: {r.state}[/]: {escape(str(r.fail_reason))}")
     raise typer.Exit(1)
 
 

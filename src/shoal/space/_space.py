@@ -155,6 +155,20 @@ class Space:
         if kind not in classes:
             raise ConfigError(f"The type of parameter '{name}' must be one of float, int, categorical. Got {kind!r}.")
         cls = classes[kind]
+        fits = {"float": {"low", "high", "log", "step", "off"}, "int": {"low", "high", "log", "step", "pow2"},
+                "categorical": {"choices"}}[kind]
+        if set(fields) - fits:
+            extra = sorted(set(fields) - fits)
+            given = "a range (low, high)" if extra == ["high", "low"] else \
+                f"{', '.join(extra)} {'does' if len(extra) == 1 else 'do'}"
+            given = given + " does" if given.startswith("a range") else given
+            if kind == "categorical":
+                choices = ",".join(str(c) for c in getattr(old, "choices", ())) or "a,b"
+                raise ConfigError(f"The parameter '{name}' is categorical: {given} not apply to it. Give its "
+                                  f"choices (-p {name}={choices}), or one value to fix it.")
+            article = "an" if kind == "int" else "a"
+            raise ConfigError(f"The parameter '{name}' is {article} {kind}: {given} not apply to it. {article.title()} "
+                              f"{kind} takes {', '.join(sorted(fits))}.")
         base: dict[str, Any] = {}
         if old is not None and isinstance(old, cls):
             base = {f: getattr(old, f) for f in old.__dataclass_fields__ if f not in ("name", "doc")}
