@@ -161,3 +161,23 @@ def test_killed_run_continues_where_it_stopped(workdir):
     # The same command once more adds nothing.
     subprocess.run(cmd, cwd=workdir, env=subprocess_env(), check=True, capture_output=True)
     assert len(optuna.load_study(study_name="digits-mlp", storage="sqlite:///" + str(workdir / "shoal.db")).trials) == len(trials)
+
+
+def test_continuing_a_study_with_settings_that_change_its_measure_is_refused(workdir, monkeypatch, capsys):
+    assert run_cli(monkeypatch, "tune", *SMALL, "--strategy", "random", "--trials", "2") == 0
+    capsys.readouterr()
+    # the budget and the strategy may change: the study goes on
+    assert run_cli(monkeypatch, "tune", *SMALL, "--strategy", "tpe", "--trials", "3") == 0
+    for flag, value, was in (("--epochs", "3", "epochs=2"), ("--val-fraction", "0.3", "val_fraction=0.2"),
+                             ("--seed", "1", "seed=0"), ("--metric", "train_loss", "metric=['val_loss']")):
+        capsys.readouterr()
+        args = [a if a != "2" or flag != "--epochs" else value for a in SMALL]
+        args = args + ([] if flag == "--epochs" else [flag, value])
+        assert run_cli(monkeypatch, "tune", *args, "--trials", "4") == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"The study 'digits-mlp' holds 3 trial(s) measured with {was}" in err, err
+        assert "start another study with --study NAME" in err
+    study = optuna.load_study(study_name="digits-mlp", storage="sqlite:///shoal.db")
+    assert len(study.trials) == 3 and study.user_attrs["shoal"]["strategy"] == "tpe"
+    # another study name is a fresh start
+    assert run_cli(monkeypatch, "tune", *SMALL, "--seed", "1", "--trials", "1", "--study", "other") == 0

@@ -13,7 +13,6 @@ from optuna.trial import TrialState
 
 import shoal
 from shoal.space import Float, Space
-from shoal.study._display import time_left
 
 SMALL = {"width": 32, "depth": 1, "batch_size": 128}
 EPOCHS = 2_000  # ~10 s a trial or more: far beyond every timeout below (and finite, should one be ignored)
@@ -82,14 +81,6 @@ def test_pbt_ends_its_population_at_the_timeout_ranked_as_it_stands(workdir):
     assert result.best_trial.number in done
 
 
-def test_the_progress_bar_counts_down_to_the_timeout_when_it_comes_first():
-    assert time_left(100.0, None, now=0.0) == (100.0, False)
-    assert time_left(100.0, 30.0, now=10.0) == (20.0, True)  # the timeout ends the run first
-    assert time_left(5.0, 30.0, now=10.0) == (5.0, False)  # the budget does
-    assert time_left(None, 30.0, now=10.0) == (20.0, True)  # no pace measured yet
-    assert time_left(100.0, 30.0, now=40.0) == (0.0, True)  # past it: never negative
-
-
 def test_the_cli_says_when_nothing_completed_before_the_timeout(workdir, monkeypatch, capsys):
     import sys
 
@@ -103,3 +94,4 @@ def test_the_cli_says_when_nothing_completed_before_the_timeout(workdir, monkeyp
     out = " ".join(capsys.readouterr().out.split())
     assert "No trial completed before the timeout (1 s): 4 stopped at it" in out
     assert f"of {EPOCHS} epochs. Give it more time (--timeout) or fewer epochs (--epochs)" in out
+

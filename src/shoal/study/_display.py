@@ -55,8 +55,9 @@ class Progress:
         """Start from what the storage already holds: ``done`` counted trials and their best."""
         for t in study.get_trials(deepcopy=False):
             self._consider(t)
-        if self.enabled:
-            self._progress.update(self._task, completed=done)
+        if self.enabled:  # a study already past this run's budget shows 12/12, not 12/10
+            total = self._progress.tasks[0].total or 0
+            self._progress.update(self._task, completed=done, total=max(total, done))
         self._refresh()
 
     def _consider(self, trial: optuna.trial.FrozenTrial) -> None:

@@ -361,6 +361,34 @@ def _storage_faults(run: Callable) -> Callable:
     return wrapper
 
 
+# Settings that decide what a trial's value measures: the data and its split, the model family,
+# how long each trial trains, the metric. A study's trials are compared, ranked and modelled by its
+# sampler together, so a run that continues a study must keep them (budget, strategy, space,
+# workers and the like may change).
+MEASURE_SETTINGS = ("data", "preset", "epochs", "patience", "metric", "val_fraction", "test_fraction", "folds",
+                    "target", "seed")
+
+
+def _refuse_other_measures(study: optuna.Study, exp: Experiment, existing: int, objectives: list[str]) -> None:
+    stored = study.user_attrs.get("shoal")
+    if not isinstance(stored, Mapping):
+        return  # a study shoal did not create, or an older one: nothing to compare with
+    now = {**exp.to_dict(), "metric": list(objectives)}
+    stored = {**stored, "metric": stored.get("objectives", [stored.get("metric")])}
+    # a function's values: what it computes is its own business, but not how long it trains
+    keys = ("epochs", "metric") if "objective" in stored else MEASURE_SETTINGS
+    changed = [k for k in keys if k in stored and stored[k] != now[k]]
+    if not changed:
+        return
+    was = ", ".join(f"{k}={stored[k]!r}" for k in changed)
+    asked = ", ".join(f"{k}={now[k]!r}" for k in changed)
+    raise ConfigError(
+        f"The study {study.study_name!r} holds {existing} trial(s) measured with {was}; this run asks for {asked}. "
+        f"Their values would not be comparable, and the sampler would model them together. Continue it with "
+        f"the same settings, or start another study with --study NAME."
+    )
+
+
 @_storage_faults
 def _run(exp: Experiment, space: Space, direction: str | list[str], metric: str, body: Callable, progress: bool,
          console: Console | None, attrs: Mapping[str, Any]) -> TuneResult:
@@ -388,6 +416,8 @@ def _run(exp: Experiment, space: Space, direction: str | list[str], metric: str,
     directions = [direction] if isinstance(direction, str) else list(direction)
     study = open_study(storage, exp.study_name, directions, sampler, pruner)
     existing = len(study.get_trials(deepcopy=False))
+    if existing:
+        _refuse_other_measures(study, exp, existing, objectives)
     if existing and exp.strategy != "grid":
         # A resumed study: the sampler's random stream continues from what is stored rather than
         # restarting at the study seed (which drew the stored trials' parameters once again).

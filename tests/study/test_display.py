@@ -1,0 +1,29 @@
+"""The progress bar: its count and its time left."""
+
+from __future__ import annotations
+
+import io
+
+import optuna
+from rich.console import Console
+
+from shoal.study._display import Progress, time_left
+
+
+def test_the_progress_bar_counts_down_to_the_timeout_when_it_comes_first():
+    assert time_left(100.0, None, now=0.0) == (100.0, False)
+    assert time_left(100.0, 30.0, now=10.0) == (20.0, True)  # the timeout ends the run first
+    assert time_left(5.0, 30.0, now=10.0) == (5.0, False)  # the budget does
+    assert time_left(None, 30.0, now=10.0) == (20.0, True)  # no pace measured yet
+    assert time_left(100.0, 30.0, now=40.0) == (0.0, True)  # past it: never negative
+
+
+def test_a_study_already_past_the_budget_shows_as_full_not_over():
+    study = optuna.create_study()
+    for x in range(12):
+        study.add_trial(optuna.trial.create_trial(value=float(x)))
+    out = io.StringIO()
+    progress = Progress(10, "minimize", "val_loss", console=Console(file=out, width=200))
+    with progress:
+        progress.resume(study, done=12)
+    assert "12/12" in out.getvalue() and "12/10" not in out.getvalue()
