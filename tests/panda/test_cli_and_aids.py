@@ -119,3 +119,31 @@ def test_view_numbers_overfitting_warning_and_chart():
     for part in ("epoch 4/9", "lr 0.005", "0.25 s/epoch", "gap +0.5000", "overfitting: validation loss rose",
                  "plateau: 1/3", "epoch 3 step 7: set_lr"):
         assert part in text, part
+
+
+def test_babysit_imports_a_module_from_the_current_folder_and_ends_its_log_lines(workdir):
+    """`shoal babysit --objective mymodule:objective` as the docs show it, through the installed
+    console script (whose import path holds its own folder, not the current one)."""
+    import shutil
+
+    script = shutil.which("shoal") or pytest.skip("the shoal console script is not installed")
+    (workdir / "mymodule.py").write_text(
+        "def objective(config, epochs, state=None):\n"
+        "    step = (state or 0) + epochs\n"
+        "    return (config['lr'] - 0.003) ** 2 + 1.0 / step, step\n")
+    out = subprocess.run([script, "babysit", "--objective", "mymodule:objective", "-p", "lr=0.01", "--epochs", "3",
+                          "-s", "runs.db"], cwd=workdir, env=subprocess_env(), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("trial 0 of study objective-panda complete") for line in lines), out.stdout
+    study = optuna.load_study(study_name="objective-panda", storage="sqlite:///runs.db")
+    assert study.trials[0].state == TrialState.COMPLETE and len(study.trials[0].intermediate_values) == 3
+
+
+def test_a_module_that_is_nowhere_says_how_to_name_it(workdir):
+    from shoal.panda._usercode import load_path
+
+    with pytest.raises(ConfigError, match=r"No module named 'nomodule'\. Run from the folder that holds it, name "
+                                          r"the file \(path/to/nomodule\.py:objective\), or add its folder"):
+        load_path("nomodule:objective")

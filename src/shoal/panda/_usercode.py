@@ -48,15 +48,35 @@ def load_path(text: str) -> Any:
             sys.modules.setdefault(path.stem, module)
             spec.loader.exec_module(module)
         else:
-            module = importlib.import_module(module_name)
+            module = _import_module(module_name)
         obj = module
         for part in name.split("."):
             obj = getattr(obj, part)
     except ConfigError:
         raise
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"Cannot import {text!r}: {exc}. Run from the folder that holds it, name the file "
+                          f"(path/to/{module_name.replace('.', '/')}.py:{name}), or add its folder to "
+                          f"PYTHONPATH.") from None
     except Exception as exc:
         raise ConfigError(f"Cannot import {text!r}: {type(exc).__name__}: {exc}.") from None
     return obj
+
+
+def _import_module(name: str) -> Any:
+    """``importlib.import_module``, also finding a module in the current folder, as ``python -m``
+    and ``python script.py`` users expect (a console script's path holds only its own folder)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        top = name.split(".")[0]
+        here = Path.cwd()
+        if exc.name != top or not ((here / f"{top}.py").is_file() or (here / top / "__init__.py").is_file()):
+            raise
+        if str(here) in sys.path:
+            raise
+        sys.path.insert(0, str(here))
+        return importlib.import_module(name)
 
 
 class ObjectiveTrainer(Trainer):

@@ -154,6 +154,8 @@ class View:
     def __exit__(self, *exc: Any) -> None:
         if self._live is not None:
             self._live.__exit__(*exc)
+            if not self._live.console.is_interactive:  # rich leaves a log's last line open there
+                self._live.console.line()
 
     def refresh(self, trainer: Trainer) -> None:
         if self._live is not None:
