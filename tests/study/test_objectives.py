@@ -17,7 +17,7 @@ from shoal._errors import ConfigError
 from shoal.engine import EpochRecord
 from shoal.engine._scores import classification_scores, regression_scores
 from shoal.study import resolve_storage
-from shoal.study._objectives import epoch_measures, parse_constraints, parse_objectives, pick, static_measures
+from shoal.study._objectives import epoch_measures, parse_constraints, parse_objectives, pick, resolve, static_measures
 
 
 # ---------------------------------------------------------------------- each measure on a known case
@@ -290,3 +290,13 @@ def test_population_training_seconds_leave_out_the_one_off_compile(small_digits,
     assert total <= wall - compiled + 1e-6
     ratio = records[1].seconds / records[0].seconds  # shares by multiply-adds: (64*64 + 64*10) / (64*16 + 16*10)
     assert ratio == pytest.approx((64 * 64 + 64 * 10) / (64 * 16 + 16 * 10))
+
+
+@pytest.mark.parametrize("name, hint", [
+    ("val_accuracy", "Did you mean 'val_acc'?"),  # by an alias, named as the measure it stands for
+    ("mymod:objective", "to tune your own function, pass it from Python (shoal.tune(fn, space=...))"),
+])
+def test_an_unknown_measure_points_to_what_was_meant(name, hint):
+    with pytest.raises(ConfigError) as info:
+        resolve(name)
+    assert hint in str(info.value) and "short names: loss=val_loss, accuracy=val_acc" in str(info.value)

@@ -199,7 +199,7 @@ def test_builtin_kfold_and_val_acc_metric(workdir):
         ({"preset": "resnet"}, "Unknown preset 'resnet'"),
         ({"strategy": "bayes"}, "Unknown strategy 'bayes'"),
         ({"pruner": "asha"}, "Unknown pruner 'asha'"),
-        ({"metric": "acuracy"}, "Unknown measure 'acuracy' in the 'metric' setting. Did you mean 'accuracy'"),
+        ({"metric": "acuracy"}, "Unknown measure 'acuracy' in the 'metric' setting. Did you mean 'val_acc'"),
         ({"data": "nope.csv"}, "not found"),
         ({"data": "imagenet"}, "imagenet"),
         ({"params": {"lrr": 0.1}}, "Unknown parameter 'lrr'. Did you mean 'lr'"),

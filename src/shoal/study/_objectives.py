@@ -80,11 +80,16 @@ def resolve(name: str, where: str = "the 'metric' setting") -> str:
     base = ALIASES.get(base, base)
     if base in MEASURES and (name == base or not MEASURES[base].static):
         return base + ("_std" if name.endswith("_std") else "")
-    known = [*MEASURES, *ALIASES]
-    close = difflib.get_close_matches(name, known, n=1)
+    # the closest measure by its own name, else by an alias (named as the measure it stands for)
+    close = difflib.get_close_matches(name, list(MEASURES), n=1) or \
+        [ALIASES[a] for a in difflib.get_close_matches(name, list(ALIASES), n=1)]
     hint = f" Did you mean '{close[0]}'?" if close else ""
+    if ":" in name:  # "module:function": the user's own objective, which tune takes from Python
+        hint = (" The metric names a measure of shoal's training; to tune your own function, pass it from "
+                "Python (shoal.tune(fn, space=...)), or babysit it (shoal babysit --objective module:fn).")
     raise ConfigError(f"Unknown measure {name!r} in {where}.{hint} Known measures: {', '.join(MEASURES)} "
-                      f"(and '<measure>_std', the spread over folds, with k-fold).")
+                      f"(and '<measure>_std', the spread over folds, with k-fold); short names: "
+                      f"{', '.join(f'{a}={m}' for a, m in ALIASES.items())}.")
 
 
 def direction_of(name: str) -> str:
@@ -148,8 +153,8 @@ def parse_constraints(values: Iterable[str] | str | None) -> list[Constraint]:
     for text in values:
         m = _CONSTRAINT.match(str(text)) if isinstance(text, str) else None
         if m is None:
-            raise ConfigError(f"A constraint must read '<measure> <= <number>' or '<measure> >= <number>', "
-                              f"e.g. 'params<=100000' or 'epoch_seconds<=2'. Got {text!r} instead.")
+            raise ConfigError(f"A constraint must read '<measure> <= <number>' or '<measure> >= <number>' ('<' and "
+                              f"'>' read the same), e.g. 'params<=100000' or 'epoch_seconds<=2'. Got {text!r} instead.")
         try:
             limit = float(m.group(3).replace("_", ""))
         except ValueError:
