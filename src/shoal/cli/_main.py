@@ -28,31 +28,38 @@ StorageOpt = Annotated[Optional[str], typer.Option(
     "--storage", "-s", help="SQLite file (default shoal.db), journal file (x.log) or SQLAlchemy URL.")]
 
 
+def _default(name: str) -> str:
+    """" (default X)" for an Experiment field, so that --help shows what an omitted flag means."""
+    from shoal.study._experiment import Experiment
+
+    return f" (default {Experiment.__dataclass_fields__[name].default})"
+
+
 @app.command()
 def tune(
     experiment: Annotated[Optional[Path], typer.Argument(help="Experiment TOML file (flags override it).")] = None,
-    data: Annotated[Optional[str], typer.Option(help="digits, mnist[:folder], fashion-mnist[:folder], x.csv or x.npz.")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Model preset: mlp or cnn.")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="grid, random, qmc, tpe, gp, cmaes, nsga2, coarse-to-fine or pbt.")] = None,
-    trials: Annotated[Optional[int], typer.Option(help="Total trials in the study (finished ones count).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs per trial.")] = None,
+    data: Annotated[Optional[str], typer.Option(help="digits, mnist[:folder], fashion-mnist[:folder], x.csv or x.npz" + _default("data") + ".")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Model preset: mlp or cnn" + _default("preset") + ".")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="grid, random, qmc, tpe, gp, cmaes, nsga2, coarse-to-fine or pbt" + _default("strategy") + ".")] = None,
+    trials: Annotated[Optional[int], typer.Option(help="Total trials in the study, finished ones included" + _default("trials") + ".")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs each trial trains (at most: pruning and --patience stop some sooner)" + _default("epochs") + ".")] = None,
     metric: Annotated[Optional[str], typer.Option(
         "--metric", "--objective", help="What to optimize: val_loss, val_acc, val_balanced_acc, val_f1, val_r2, val_mse, "
         "train_seconds, epoch_seconds, params, memory_mb, latency_ms, gap, acc_gap (<name>_std: spread over "
-        "folds); several, comma-separated, for a Pareto search: val_acc,train_seconds.")] = None,
+        "folds); several, comma-separated, for a Pareto search: val_acc,train_seconds" + _default("metric") + ".")] = None,
     constraint: Annotated[Optional[list[str]], typer.Option(
         "--constraint", "-c", help="A limit on any measure, e.g. params<=100000 or epoch_seconds<=2 "
         "(repeatable); trials over it are recorded as infeasible.")] = None,
     storage: StorageOpt = None,
     study: Annotated[Optional[str], typer.Option(help="Study name (default: <data>-<preset>).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Study seed (sampler, splits, trial seeds).")] = None,
-    pruner: Annotated[Optional[str], typer.Option(help="none, median, sha or hyperband.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Study seed (sampler, splits, trial seeds)" + _default("seed") + ".")] = None,
+    pruner: Annotated[Optional[str], typer.Option(help="none, median, sha or hyperband" + _default("pruner") + ".")] = None,
     param: Annotated[Optional[list[str]], typer.Option(
         "--param", "-p", help="Override a parameter: lr=0.01 (fix), lr=1e-4:1e-1 (range), optimizer=adam,sgd.")] = None,
-    val_fraction: Annotated[Optional[float], typer.Option(help="Validation share of the data.")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Validation share of the data" + _default("val_fraction") + ".")] = None,
     folds: Annotated[Optional[int], typer.Option(help="k-fold cross validation instead of one split.")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Early stopping: epochs without improvement.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N" + _default("device") + ".")] = None,
     engine: Annotated[Optional[str], typer.Option(help="auto, population (many trials as one batched "
                                                   "computation) or single (one model at a time).")] = None,
     population: Annotated[Optional[int], typer.Option(help="Trials training at once in population mode.")] = None,
@@ -64,7 +71,7 @@ def tune(
                                                    "`ray start --head`; default: a local Ray).")] = None,
     memory_mb: Annotated[Optional[float], typer.Option(help="Memory budget for populations in MiB (default: a "
                                                        "quarter of the free memory).")] = None,
-    grid_points: Annotated[Optional[int], typer.Option(help="Values per continuous parameter for grid.")] = None,
+    grid_points: Annotated[Optional[int], typer.Option(help="Values per continuous parameter for grid" + _default("grid_points") + ".")] = None,
     target: Annotated[Optional[str], typer.Option(help="CSV target column (default: the last).")] = None,
     download: Annotated[bool, typer.Option("--download", help="Download MNIST files when missing.")] = False,
     timeout: Annotated[Optional[float], typer.Option(help="Time limit in seconds: no trial starts after it, and trials in training stop at the end of their current epoch (recorded as pruned, stopped=timeout; PBT ranks its population as it stands).")] = None,
