@@ -181,3 +181,15 @@ def test_continuing_a_study_with_settings_that_change_its_measure_is_refused(wor
     assert len(study.trials) == 3 and study.user_attrs["shoal"]["strategy"] == "tpe"
     # another study name is a fresh start
     assert run_cli(monkeypatch, "tune", *SMALL, "--seed", "1", "--trials", "1", "--study", "other") == 0
+
+
+def test_tables_written_to_a_pipe_are_not_cut_to_80_columns(workdir, monkeypatch):
+    """Piped (a log, CI), rich would draw 80 columns and cut cells to "..."; shoal uses 140."""
+    assert run_cli(monkeypatch, "tune", *SMALL, "--strategy", "random", "--trials", "3") == 0
+    env = {k: v for k, v in subprocess_env().items() if k != "COLUMNS"}
+    out = subprocess.run([sys.executable, "-m", "shoal", "show"], cwd=workdir, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    table = [line for line in out.stdout.splitlines() if line.startswith("┃")]
+    assert table and "…" not in out.stdout, out.stdout
+    assert max(len(line) for line in table) > 80  # wider than rich's default for a pipe

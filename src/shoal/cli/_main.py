@@ -21,8 +21,18 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+def _console(stderr: bool = False) -> Console:
+    """A rich console; written to a file or a pipe (a log, CI), 140 columns rather than rich's 80,
+    which cut table cells (trial numbers, values) to "..." unless $COLUMNS says otherwise."""
+    import os
+
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not (hasattr(stream, "isatty") and stream.isatty()) and not os.environ.get("COLUMNS")
+    return Console(stderr=stderr, width=140 if piped else None)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 StorageOpt = Annotated[Optional[str], typer.Option(
     "--storage", "-s", help="SQLite file (default shoal.db), journal file (x.log) or SQLAlchemy URL.")]
@@ -197,7 +207,7 @@ def show(
         table.add_column("#", justify="right")
         table.add_column("reason")
         for t in failed[-top:]:
-            table.add_row(str(t.number), str(t.user_attrs.get("fail_reason", "?"))[:120])
+            table.add_row(str(t.number), str(t.user_attrs.get("fail_reason", "?"))[:400])
         console.print(table)
 
 

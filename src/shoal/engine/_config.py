@@ -168,6 +168,12 @@ def diverged(train_loss: float, val_loss: float) -> bool:
     return not all(math.isfinite(v) and v < EXPLODED for v in (train_loss, val_loss))
 
 
+def divergence_reason(epoch: int, train_loss: float, val_loss: float, lr: float) -> str:
+    """What a diverged trial records as its failure (``epoch`` 1-based)."""
+    return (f"training diverged at epoch {epoch}: train loss {train_loss:.4g}, validation loss {val_loss:.4g} "
+            f"(learning rate {lr:.3g}); try a smaller learning rate")
+
+
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """The shuffled order of the ``n`` training rows in ``epoch``: a function of (seed, epoch) only,
     so a run resumed at any epoch, or trained in a population, sees the same batches."""

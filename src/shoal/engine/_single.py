@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from shoal._errors import ConfigError, Diverged
-from shoal.engine._config import batch_bounds, diverged, dropout_rng, epoch_order, lr_at, normalize
+from shoal.engine._config import batch_bounds, divergence_reason, diverged, dropout_rng, epoch_order, lr_at, normalize
 from shoal.engine._models import build_model, set_dropout_rng
 
 if TYPE_CHECKING:
@@ -252,10 +252,7 @@ def train(
             val_loss=val_loss, val_acc=val_acc, lr=lr, seconds=time.perf_counter() - start, **scores,
         )
         if diverged(train_loss, val_loss):
-            raise Diverged(
-                f"training diverged at epoch {epoch + 1}: train loss {train_loss}, validation loss "
-                f"{val_loss} (learning rate {lr:.3g}); try a smaller learning rate"
-            )
+            raise Diverged(divergence_reason(epoch + 1, train_loss, val_loss, lr))
         history.epochs.append(record)
         if on_epoch is not None and on_epoch(record):
             history.stopped_early = True

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from shoal._errors import ConfigError, Diverged
-from shoal.engine._config import batch_bounds, diverged, dropout_rng, epoch_order, lr_at, normalize
+from shoal.engine._config import batch_bounds, divergence_reason, diverged, dropout_rng, epoch_order, lr_at, normalize
 from shoal.engine._models import build_model, set_dropout_rng
 from shoal.engine._single import EpochRecord, History, data_loss, evaluate, l1_penalty, make_optimizer
 from shoal.panda._control import COMMANDS
@@ -291,10 +291,7 @@ class Trainer:
                 seconds=before + time.perf_counter() - start - outside,
             )
             if diverged(train_loss, val_loss):
-                raise Diverged(
-                    f"training diverged at epoch {self.epoch + 1}: train loss {train_loss}, validation loss "
-                    f"{val_loss} (learning rate {self.last_lr:.3g}); try a smaller learning rate"
-                )
+                raise Diverged(divergence_reason(self.epoch + 1, train_loss, val_loss, self.last_lr))
             self.records.append(record)
             self.epoch += 1
             self.step = 0

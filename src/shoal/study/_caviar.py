@@ -125,7 +125,7 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
     ``pool`` is where members train: by default the built-in engine's (``make_pool``); a user's
     module trains in a ``ModulePool`` (``shoal.tune(model=...)``)."""
     from shoal.engine import normalize
-    from shoal.engine._config import diverged
+    from shoal.engine._config import divergence_reason, diverged
     from shoal.engine._pool import LocalPool
 
     from collections import deque
@@ -216,8 +216,7 @@ def run_caviar(runner: StudyRunner, exp: Experiment, data: PreparedData, pool: A
             r = next(r for r in last if diverged(r.train_loss, r.val_loss))
             attrs = _attrs(state, data.device)
             leave(number)
-            runner.fail(job, f"training diverged at epoch {epoch}: train loss {r.train_loss}, validation loss "
-                             f"{r.val_loss} (learning rate {r.lr:.3g}); try a smaller learning rate", attrs)
+            runner.fail(job, divergence_reason(epoch, r.train_loss, r.val_loss, r.lr), attrs)
             return
         measures = {**state.static, **epoch_measures([h[:epoch] for h in state.histories])}
         value = measures.get(exp.objectives[0], math.nan)

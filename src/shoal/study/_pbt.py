@@ -144,7 +144,7 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
     say how to rank its records).
     """
     from shoal.engine import normalize
-    from shoal.engine._config import diverged
+    from shoal.engine._config import divergence_reason, diverged
     from shoal.study._builtin import trial_attrs
 
     if data is not None and len(data.folds) > 1:
@@ -237,8 +237,7 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
                 if r is not None:
                     m.history.append(r)
                 if reason is None and r is not None and diverged(r.train_loss, r.val_loss):
-                    reason = (f"training diverged at epoch {epoch}: train loss {r.train_loss}, validation loss "
-                              f"{r.val_loss} (learning rate {r.lr:.3g})")
+                    reason = divergence_reason(epoch, r.train_loss, r.val_loss, r.lr)
                 if reason is not None or r is None:
                     pool.remove(_key(m))
                     runner.fail(m.job, (reason or "no record").split("\n")[0], attrs_of(m))
