@@ -148,3 +148,19 @@ def test_cli_compare_with_a_bad_param_exits_2(workdir, monkeypatch, capsys):
     assert run_cli(monkeypatch, "compare-optimizers", "--values", "adam,lion", "--no-html") == 2
     assert "not a choice of 'optimizer'" in capsys.readouterr().err
     assert not (workdir / "shoal.db").exists()
+
+
+def test_the_summary_line_makes_no_interval_claim_with_one_seed(workdir):
+    import io
+
+    from rich.console import Console
+
+    from shoal.report._compare_view import print_comparison
+
+    d = run_comparison("activation", values=["relu", "tanh"], data="digits", seeds=1, budget=0, epochs=1,
+                       storage="one.db", progress=False)
+    out = io.StringIO()
+    print_comparison(d, Console(file=out, width=200))
+    text = " ".join(out.getvalue().split())
+    assert "highest mean accuracy:" in text
+    assert "no other interval overlaps" not in text and "with one seed per group there is no interval" in text

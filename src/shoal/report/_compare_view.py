@@ -181,7 +181,9 @@ def print_comparison(d: ComparisonData, console: Console) -> None:
         best = ranked[0]
         overlap = [g.label for g in ranked[1:] if g.acc_ci and best.acc_ci and g.acc_ci[1] >= best.acc_ci[0]]
         tail = ""
-        if len(ranked) > 1:
+        if len(ranked) > 1 and best.acc_ci is None:  # one seed per group: no interval to compare
+            tail = "; with one seed per group there is no interval to tell it from the others (use --seeds 3 or more)"
+        elif len(ranked) > 1:
             tail = (f"; its 95% interval overlaps {', '.join(overlap)}" if overlap else
                     "; no other interval overlaps its 95% interval")
         console.print(f"highest mean accuracy: [green]{best.label}[/] {best.acc_mean:.4f}{tail}")
