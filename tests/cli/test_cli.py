@@ -88,6 +88,8 @@ depth = 1
         (["-p", "lrr=0.01"], "in TOML `[space.lrr]` with"),  # brackets printed, not taken for markup
         (["-p", "optimizer=0.1:1"], "'optimizer' is categorical: a range (low, high) does not apply to it"),
         (["-p", "depth=choices"], "'depth' parameter must be a positive integer"),
+        (["--storage", "postgresql+psycopg://u:secret@nohost/db", "--check"],  # --check reaches the server
+         "Cannot open the storage 'postgresql+psycopg://u:***@nohost/db'"),
         (["--strategy", "annealing"], "Unknown strategy 'annealing'"),
         (["missing.toml"], "Experiment file not found"),
     ],

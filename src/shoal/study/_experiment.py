@@ -358,6 +358,9 @@ def resolve_storage(storage: str | None, create: bool = True):
         return "sqlite:///shoal.db"
     s = str(storage)
     if "://" in s and not create:
+        from shoal.study._shared import check_server
+
+        check_server(s)  # a server is reached (read only); a sqlite:// file is left unopened
         return s
     if "://" in s:
         from shoal.study._shared import server_storage

@@ -56,6 +56,30 @@ def server_storage(url: str) -> Any:
                               "runs, and the user, password and database in the URL.") from None
 
 
+def check_server(url: str) -> None:
+    """Connect to a database server's URL and leave at once (no table is created): ``--check``
+    finds a bad host, user, password or database as the run would, without writing."""
+    if url.split(":", 1)[0].split("+", 1)[0].lower() not in SERVER_SCHEMES:
+        return
+    import sqlalchemy
+
+    from shoal._errors import ConfigError
+
+    try:
+        engine = sqlalchemy.create_engine(url)
+        try:
+            engine.connect().close()
+        finally:
+            engine.dispose()
+    except ImportError as exc:
+        raise ConfigError(f"The storage URL needs a database driver that is not installed ({exc}). For "
+                          "PostgreSQL: pip install 'shoal[postgres]' and a postgresql+psycopg:// URL.") from None
+    except Exception as exc:  # as server_storage's
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"Cannot open the storage {_hide_password(url)!r}: {first}. Check that the server "
+                          "runs, and the user, password and database in the URL.") from None
+
+
 def _open_rdb(url: str, tries: int = 4) -> Any:
     """RDBStorage, again after a short wait when another driver was creating Optuna's tables at the
     same instant (on an empty PostgreSQL database two ``CREATE TABLE`` race on the catalog:
