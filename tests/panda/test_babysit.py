@@ -107,7 +107,7 @@ def test_bad_control_input_is_a_config_error_and_writes_nothing(workdir):
         panda.send("p.db", "digits-mlp-panda", 0, "faster")
     with pytest.raises(ConfigError, match="No study named 'nope'"):
         panda.resume("p.db", "nope", 0)
-    with pytest.raises(ConfigError, match="has 0 running babysat trials"):
+    with pytest.raises(ConfigError, match=r"No babysat trial of study .digits-mlp-panda. is running now \(babysat before: 0; `shoal fork --trial N --epoch E`"):
         panda.pause("p.db", "digits-mlp-panda", None)
     assert load("p.db").trials[0].user_attrs == before
 

@@ -50,7 +50,7 @@ def test_babysit_started_paused_is_steered_by_shoal_control_from_another_process
             out = shoal_cli("control", "lr", "0.02", "-s", "p.db", "--wait", "20")
             if out.returncode == 0:
                 break
-            assert "0 running babysat trials" in out.stderr or "No study" in out.stderr or "holds 0" in out.stderr, out.stderr
+            assert "is running now" in out.stderr or "No study" in out.stderr or "holds 0" in out.stderr, out.stderr
             time.sleep(0.2)
         assert "set_lr applied at epoch 1, step 0; lr now 0.02" in out.stdout, out.stdout + out.stderr
         bad = shoal_cli("control", "lr", "fast", "-s", "p.db")

@@ -78,8 +78,14 @@ def find_trial(study: optuna.Study, trial: int | None) -> optuna.trial.FrozenTri
     babysat = [t for t in trials if "panda" in t.user_attrs]
     if trial is None:
         running = [t for t in babysat if t.state == TrialState.RUNNING]
-        if len(running) != 1:
-            listed = ", ".join(str(t.number) for t in running) or "none"
+        if not running:
+            done = ", ".join(str(t.number) for t in babysat[-5:])
+            raise ConfigError(f"No babysat trial of study {study.study_name!r} is running now"
+                              + (f" (babysat before: {done}; `shoal fork --trial N --epoch E` goes on from one "
+                                 f"of their checkpoints)" if done else "")
+                              + ". Start one with `shoal babysit`.")
+        if len(running) > 1:
+            listed = ", ".join(str(t.number) for t in running)
             raise ConfigError(f"The study {study.study_name!r} has {len(running)} running babysat trials ({listed}). "
                               "Pick one with --trial N.")
         return running[0]
