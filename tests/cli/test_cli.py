@@ -195,3 +195,11 @@ def test_tables_written_to_a_pipe_are_not_cut_to_80_columns(workdir, monkeypatch
     table = [line for line in out.stdout.splitlines() if line.startswith("┃")]
     assert table and "…" not in out.stdout, out.stdout
     assert max(len(line) for line in table) > 80  # wider than rich's default for a pipe
+
+
+def test_show_says_when_no_trial_completed(workdir, monkeypatch, capsys):
+    study = optuna.create_study(study_name="s", storage="sqlite:///none.db")
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "out of memory"}))
+    assert run_cli(monkeypatch, "show", "-s", "none.db") == 0
+    out = capsys.readouterr().out
+    assert "no complete trial yet" in out and "best 0 of 0" not in out and "out of memory" in out

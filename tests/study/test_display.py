@@ -27,3 +27,18 @@ def test_a_study_already_past_the_budget_shows_as_full_not_over():
     with progress:
         progress.resume(study, done=12)
     assert "12/12" in out.getvalue() and "12/10" not in out.getvalue()
+
+
+def test_interrupted_trials_are_counted_apart_from_failed_ones():
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study()
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "interrupted"}))
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "training diverged at epoch 1"}))
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"fail_reason": "interrupted"}))
+    out = io.StringIO()
+    progress = Progress(10, "minimize", "val_loss", console=Console(file=out, width=200))
+    with progress:
+        progress.resume(study, done=1)
+    text = out.getvalue()
+    assert "1 failed" in text and "2 interrupted" in text

@@ -200,7 +200,10 @@ def show(
         if settings.get("constraints"):
             shown["constraints"] = ",".join(settings["constraints"])
         console.print("[dim]" + ", ".join(f"{k}={v}" for k, v in shown.items()) + "[/]")
-    console.print(summary_table(s, top=top, metric=settings.get("metric", "value")))
+    if counts.get("complete"):
+        console.print(summary_table(s, top=top, metric=settings.get("metric", "value")))
+    else:
+        console.print("[yellow]no complete trial yet[/]")
     failed = [t for t in trials if t.state.name == "FAIL"]
     if failed:
         table = Table(title="failed trials")

@@ -28,6 +28,7 @@ class Progress:
         self.front: list[tuple] = []  # several objectives: the non-dominated points so far (minimized)
         self.enabled = enabled
         self.failed = 0
+        self.interrupted = 0
         self.pruned = 0
         self.deadline: float | None = None  # time.monotonic() of the timeout: "left" counts down to it
         if not enabled:
@@ -63,7 +64,9 @@ class Progress:
     def _consider(self, trial: optuna.trial.FrozenTrial) -> None:
         from optuna.trial import TrialState
 
-        if trial.state == TrialState.FAIL:
+        if trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") == "interrupted":
+            self.interrupted += 1  # stopped by Ctrl-C or a kill: run again, not a failure of its own
+        elif trial.state == TrialState.FAIL:
             self.failed += 1
         elif trial.state == TrialState.PRUNED:
             self.pruned += 1
@@ -85,7 +88,8 @@ class Progress:
             return
         best = "-" if self.best is None else f"{self.best:.4g}"
         extra = "".join(
-            f" [dim]{n} {what}[/]" for n, what in ((self.pruned, "pruned"), (self.failed, "failed")) if n
+            f" [dim]{n} {what}[/]" for n, what in ((self.pruned, "pruned"), (self.failed, "failed"),
+                                                  (self.interrupted, "interrupted")) if n
         )
         if len(self.signs) > 1:
             self._progress.update(self._task, best=f"Pareto front: [green]{len(self.front)}[/] trials{extra}")
