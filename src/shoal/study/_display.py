@@ -102,9 +102,10 @@ class Progress:
             self._progress.console.print(text, highlight=False)
 
     def stage(self, index: int, strategy: str, trials: int, space: str) -> None:
-        """Coarse-to-fine: stage ``index`` starts; show the space it searches."""
+        """Coarse-to-fine: stage ``index`` starts; show the space it searches. Numbered as its trials'
+        ``stage`` attribute and the report number it (the wide first stage is 0)."""
         lines = "\n".join(f"  {line}" for line in space.splitlines())
-        self.note(f"[bold]stage {index + 1}[/]: {strategy}, {trials} trials, in the narrowed space:\n{lines}")
+        self.note(f"[bold]stage {index}[/]: {strategy}, {trials} trials, in the narrowed space:\n{lines}")
 
     def finished(self, trial: optuna.trial.FrozenTrial) -> None:
         from shoal.study._runner import counted
