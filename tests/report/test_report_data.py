@@ -153,3 +153,10 @@ def test_contour_of_a_large_study_is_the_mean_per_cell():
         for v in row:
             assert v is None or 10 * lo - 1e-9 <= v <= 10 * hi + 1e-9
     assert sum(v is not None for row in c.z for v in row) > 50
+
+
+def test_an_off_switch_is_named_after_the_parameter_it_guards():
+    from shoal.report._sections import param_label
+
+    assert param_label("l1_on") == "l1 on/off" and param_label("weight_decay_on") == "weight_decay on/off"
+    assert param_label("lr") == "lr" and param_label("_on") == "_on"

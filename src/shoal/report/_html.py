@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoal._errors import MissingDependencyError
+from shoal.report._sections import param_label
 
 if TYPE_CHECKING:
     from shoal.report._data import ReportData
@@ -337,14 +338,14 @@ def _importance_fig(d: ReportData) -> dict | None:
     if len(per) > 1:  # one bar per objective and parameter, parameters in the first objective's order
         order = list(dict.fromkeys([k for imp in per.values() for k in imp.values]))[::-1]
         traces = [{"type": "bar", "orientation": "h", "name": o, "x": [imp.values.get(k, 0.0) for k in order],
-                   "y": order, "marker": {"color": PALETTE[i % len(PALETTE)]}}
+                   "y": [param_label(k) for k in order], "marker": {"color": PALETTE[i % len(PALETTE)]}}
                   for i, (o, imp) in enumerate(per.items())]
         return {"data": traces, "layout": _layout(height=max(250, 22 * len(order) * len(per) + 80), barmode="group",
                                                   xaxis={"title": {"text": "importance"}})}
     if not d.importance.values:
         return None
     items = list(d.importance.values.items())[::-1]
-    return {"data": [{"type": "bar", "orientation": "h", "x": [v for _, v in items], "y": [k for k, _ in items],
+    return {"data": [{"type": "bar", "orientation": "h", "x": [v for _, v in items], "y": [param_label(k) for k, _ in items],
                       "marker": {"color": PALETTE[0]}}],
             "layout": _layout(height=max(250, 28 * len(items) + 80), xaxis={"title": {"text": "importance"}})}
 

@@ -162,6 +162,12 @@ class _TrialsView:
         return [t for t in self._trials if states is None or t.state in states]
 
 
+def param_label(name: str) -> str:
+    """How a report names an Optuna parameter: an "off" switch (``l1_on``, sampled before the value
+    it guards, see ``shoal.space.Float``) as "l1 on/off"."""
+    return f"{name[:-3]} on/off" if name.endswith("_on") and len(name) > 3 else name
+
+
 def param_importance(complete: list[TrialInfo], direction: str, objective: int = 0) -> Importance:
     """Optuna's importance over the parameters every complete trial sampled and that varied.
 

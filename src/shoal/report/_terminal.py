@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from shoal.report._html import (best_table_rows, constraints_summary, fmt, front_table_rows, gap_summary,
                                 infeasible_table_rows, objectives_text, timing_rows, warm_rows, warm_summary)
+from shoal.report._sections import param_label
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -68,7 +69,8 @@ def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 
             table.add_column(o, justify="right")
         names = list(dict.fromkeys(k for imp in per.values() for k in imp.values))
         for name in names[:10]:
-            table.add_row(name, *[fmt(imp.values.get(name)) if name in imp.values else "-" for imp in per.values()])
+            table.add_row(param_label(name), *[fmt(imp.values.get(name)) if name in imp.values else "-"
+                                               for imp in per.values()])
         console.print(table)
     elif d.importance.values:
         table = Table(title=f"parameter importance ({d.importance.evaluator})")
@@ -76,7 +78,7 @@ def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 
         table.add_column("importance", justify="right")
         table.add_column("")
         for name, v in list(d.importance.values.items())[:10]:
-            table.add_row(name, f"{v:.3f}", "#" * max(1, round(v * 30)) if v > 0 else "")
+            table.add_row(param_label(name), f"{v:.3f}", "#" * max(1, round(v * 30)) if v > 0 else "")
         console.print(table)
     else:
         console.print(f"[dim]importance: {d.importance.reason}[/]")
