@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -165,10 +166,12 @@ def _refuse_while_a_worker_starts() -> None:
     import multiprocessing
 
     if getattr(multiprocessing.current_process(), "_inheriting", False):  # multiprocessing's own test
-        raise ShoalError(
-            "shoal.tune was called while a worker process was starting: the script that calls it has "
-            "no `if __name__ == \"__main__\":` guard, and Python's spawn runs that script again in each "
-            "worker. Put the call (and anything that should run once) under the guard.")
+        # One paragraph and exit code 1, not an exception: the worker would print a 20-line traceback
+        # through multiprocessing's own frames, once per worker, before the parent explains.
+        print("shoal: shoal.tune was called while a worker process was starting: the script that calls it has "
+              "no `if __name__ == \"__main__\":` guard, and Python's spawn runs that script again in each "
+              "worker. Put the call (and anything that should run once) under the guard.", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def _plan(exp: Experiment, space: Space | None = None) -> tuple[Space, Any, str, Callable]:
