@@ -8,7 +8,7 @@ import shoal
 from shoal._errors import ConfigError
 from shoal.space import Categorical, Float, Space
 
-from models import Branchy, Net
+from models import Branchy, NeedsDepth, Net
 
 SPACE = Space([Float("lr", 1e-3, 1e-1, log=True), Categorical("optimizer", ["sgd", "adam"])])
 
@@ -93,11 +93,13 @@ def test_pbt_copies_members(workdir):
     ({"model": Net(64, 10), "space": SPACE}, "Got an instance of Net"),
     ({"model": Net, "space": SPACE, "objective": lambda c: 0.0}, "either objective= .* or model="),
     ({"model": Net, "space": SPACE, "direction": "maximize"}, "always minimized"),
+    ({"model": NeedsDepth, "space": SPACE}, r"NeedsDepth\(\) needs \['depth'\], which neither the search space nor"),
 ])
 def test_bad_input(workdir, kwargs, message):
     objective = kwargs.pop("objective", None)
     with pytest.raises(ConfigError, match=message):
         shoal.tune(objective, data="digits", trials=1, epochs=1, storage="s.db", progress=False, **kwargs)
+    assert not (workdir / "s.db").exists()  # refused before the study was created
 
 
 def test_successive_halving_ranks_cohorts_of_the_users_module(workdir):

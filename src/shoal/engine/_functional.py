@@ -27,7 +27,7 @@ import inspect
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -85,24 +85,32 @@ def build_member(model: Any, config: Mapping[str, Any], seed: int, data: TensorD
     return module.to(data.X_train.device)
 
 
+# What a model class's arguments may take from the data, by name.
+DATA_ARGS = ("input_shape", "n_inputs", "in_features", "n_outputs", "out_features", "n_classes")
+
+
 def _class_kwargs(cls: type, config: Mapping[str, Any], data: TensorData) -> dict[str, Any]:
     shape = tuple(data.input_shape)
     given = {"input_shape": shape, "n_inputs": int(np.prod(shape)), "in_features": int(np.prod(shape)),
              "n_outputs": data.n_outputs, "out_features": data.n_outputs, "n_classes": data.n_outputs}
-    kwargs, missing = {}, []
-    for name, p in inspect.signature(cls.__init__).parameters.items():
-        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        if name in config:
-            kwargs[name] = config[name]
-        elif name in given:
-            kwargs[name] = given[name]
-        elif p.default is p.empty:
-            missing.append(name)
+    check_class_args(cls, [*config, *given])
+    return {name: config[name] if name in config else given[name] for name in _args(cls)
+            if name in config or name in given}
+
+
+def _args(cls: type) -> dict[str, inspect.Parameter]:
+    return {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def check_class_args(cls: type, available: Iterable[str]) -> None:
+    """Every argument of ``cls`` without a default is among ``available`` (the space's keys and
+    ``DATA_ARGS``): checked once before a study starts, and at each build."""
+    have = set(available)
+    missing = [name for name, p in _args(cls).items() if name not in have and p.default is p.empty]
     if missing:
         raise ConfigError(f"{cls.__name__}() needs {missing}, which neither the search space nor the data gives: "
                           f"add them to the space (a Fixed value for a constant) or give them defaults.")
-    return kwargs
 
 
 def signature(module: nn.Module) -> tuple:

@@ -61,6 +61,10 @@ def tune_model(model: Any, exp: Experiment, space: Space | None, direction: str 
         raise ConfigError("The 'model' must be an nn.Module class or a builder build(config) -> nn.Module, so that "
                           f"each trial gets its own weights. Got {what} instead.")
     space = space.copy().update(exp.params)
+    if isinstance(model, type):  # a class whose arguments the space lacks fails every trial: say so now
+        from shoal.engine._functional import DATA_ARGS, check_class_args
+
+        check_class_args(model, [*space.names(), *DATA_ARGS])
     if exp.study is None:
         exp.study = f"{exp.study_name.rsplit('-', 1)[0]}-{model_name(model)}"
     data = prepare_data(exp)
