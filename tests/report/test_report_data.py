@@ -160,3 +160,21 @@ def test_an_off_switch_is_named_after_the_parameter_it_guards():
 
     assert param_label("l1_on") == "l1 on/off" and param_label("weight_decay_on") == "weight_decay on/off"
     assert param_label("lr") == "lr" and param_label("_on") == "_on"
+
+
+def test_timing_leaves_out_the_pauses_between_runs_of_a_study():
+    from types import SimpleNamespace
+
+    from shoal.report._sections import RUN_GAP_S, timing
+
+    def trial(number, start, end):
+        return SimpleNamespace(number=number, start=start, end=end, state="complete", seconds=end - start)
+
+    # two runs: 0-10 s (two trials at once from 2 to 8 s), then, an hour later, 3600-3605 s
+    t = timing([trial(0, 0.0, 8.0), trial(1, 2.0, 10.0), trial(2, 3600.0, 3605.0)])
+    assert t.runs == 2 and t.between_runs_seconds == pytest.approx(3590.0)
+    assert t.wall_seconds == pytest.approx(15.0) and t.busy_seconds == pytest.approx(15.0)
+    assert t.idle_seconds == pytest.approx(0.0) and t.configs_per_second == pytest.approx(3 / 15)
+    # a pause no longer than RUN_GAP_S is a run's own idle time
+    short = timing([trial(0, 0.0, 8.0), trial(1, 8.0 + RUN_GAP_S, 10.0 + RUN_GAP_S)])
+    assert short.runs == 1 and short.idle_seconds == pytest.approx(RUN_GAP_S)

@@ -197,13 +197,15 @@ class LineageData:
 @dataclass
 class Timing:
     finished: int
-    wall_seconds: float  # first start to last end
+    wall_seconds: float  # first start to last end, less the pauses between runs
     busy_seconds: float  # time with at least one trial running
     idle_seconds: float  # wall - busy: sampling, bookkeeping, waiting
     trial_seconds: float  # training seconds summed over trials (above wall time when they train together)
     configs_per_second: float | None  # None when every trial started and ended at the same instant
     mean_trial_seconds: float | None
     segments: list[tuple[int, float, float, str]]  # (number, start, end, state)
+    runs: int = 1  # stretches of work split by pauses (nothing running for over RUN_GAP_S)
+    between_runs_seconds: float = 0.0  # the pauses, left out of wall_seconds
 
 
 @dataclass

@@ -521,9 +521,12 @@ def timing_rows(d: ReportData) -> list[tuple[str, str]]:
     t = d.timing
     if t is None:
         return []
+    wall = ("wall time (first start to last end)" if t.runs == 1 else
+            f"wall time of its {t.runs} runs (first start to last end, less {t.between_runs_seconds:.0f} s between "
+            f"runs with nothing training)")
     return [
         ("finished trials", str(t.finished)),
-        ("wall time (first start to last end)", f"{t.wall_seconds:.1f} s"),
+        (wall, f"{t.wall_seconds:.1f} s"),
         ("configs per second", fmt(t.configs_per_second)),
         ("time with some trial running", f"{t.busy_seconds:.1f} s"),
         ("time with none running (sampling, bookkeeping)", f"{t.idle_seconds:.1f} s"),

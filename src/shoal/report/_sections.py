@@ -344,25 +344,34 @@ def lineage_data(trials: list[TrialInfo]) -> LineageData | None:
     return LineageData(edges, {n: value.get(n) for n in sorted(nodes)})
 
 
+# Nothing running for longer than this is a pause between runs of the study (a study run again
+# later, or resumed after a crash), not time a run spent: sampling a trial takes well under a second.
+RUN_GAP_S = 60.0
+
+
 def timing(trials: list[TrialInfo]) -> Timing | None:
     done = [t for t in trials if t.start is not None and t.end is not None and t.state in ("complete", "pruned", "fail")]
     if not done:
         return None
     segments = sorted((t.start, t.end) for t in done)
-    wall = max(e for _, e in segments) - segments[0][0]
-    busy, cur_s, cur_e = 0.0, None, None
+    busy, pauses, runs, cur_s, cur_e = 0.0, 0.0, 1, None, None
     for s, e in segments:  # union of the intervals during which some trial was running
         if cur_e is None or s > cur_e:
             if cur_e is not None:
                 busy += cur_e - cur_s
+                if s - cur_e > RUN_GAP_S:
+                    pauses += s - cur_e
+                    runs += 1
             cur_s, cur_e = s, e
         else:
             cur_e = max(cur_e, e)
     busy += cur_e - cur_s
+    wall = max(e for _, e in segments) - segments[0][0] - pauses
     secs = [t.seconds for t in done if t.seconds is not None]
     return Timing(
         finished=len(done), wall_seconds=wall, busy_seconds=busy, idle_seconds=max(0.0, wall - busy),
         trial_seconds=float(sum(secs)), configs_per_second=len(done) / wall if wall > 0 else None,
         mean_trial_seconds=sum(secs) / len(secs) if secs else None,
         segments=[(t.number, t.start, t.end, t.state) for t in sorted(done, key=lambda t: t.number)],
+        runs=runs, between_runs_seconds=pauses,
     )
