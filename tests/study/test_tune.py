@@ -204,6 +204,8 @@ def test_builtin_kfold_and_val_acc_metric(workdir):
         ({"data": "imagenet"}, "imagenet"),
         ({"params": {"lrr": 0.1}}, "Unknown parameter 'lrr'. Did you mean 'lr'"),
         ({"params": {"lr": {"low": 0.5, "high": 0.1}}}, "must have low < high"),
+        ({"params": {"my_param": {"type": "float", "low": 0.0, "high": 1.0}}},
+         "The mlp preset has no use for 'my_param': it would be sampled and recorded but change nothing"),
         ({"trials": 0}, "'trials' setting must be an integer >= 1"),
         ({"epochs": -1}, "'epochs' setting"),
         ({"bogus": 1}, "Unknown setting 'bogus'"),

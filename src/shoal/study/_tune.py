@@ -181,6 +181,15 @@ def _plan(exp: Experiment, space: Space | None = None) -> tuple[Space, Any, str,
     from shoal.study._caviar import run_caviar
 
     tuned_space = space.copy().update(exp.params) if space is not None else exp.space()
+    if space is None:  # a built-in preset reads its own keys only: a parameter added to it would do nothing
+        from shoal.space import preset
+
+        known = preset(exp.preset).names()
+        unused = [n for n in tuned_space.names() if n not in known]
+        if unused:
+            raise ConfigError(f"The {exp.preset} preset has no use for {', '.join(map(repr, unused))}: it would be "
+                              f"sampled and recorded but change nothing. Its parameters: {', '.join(known)}. To tune "
+                              "arguments of your own model, use shoal.tune(model=...) or an objective.")
     _check_extremes(tuned_space)
     data = prepare_data(exp)
     engine = exp.resolved_engine(data.device)
