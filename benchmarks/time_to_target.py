@@ -353,7 +353,7 @@ def _pbt_recorded(study) -> bool:
 def run_shoal(task: str, seed: int, trials: int, epochs: int, tmp: Path, strategy: str, pruner: str,
               population: int = 0, timeout: float = 0.0) -> Run | str:
     """A Run, or the reason the strategy was skipped (``population`` 0: shoal's default size;
-    ``timeout``: no new trial after that many seconds, 0: none)."""
+    ``timeout``: shoal's timeout, 0: none)."""
     import optuna
 
     path = tmp / f"shoal-{task}-{strategy}-{pruner}-{population}-{seed}.db"
@@ -533,8 +533,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", help="write the raw numbers here")
     ap.add_argument("--shoal-trials", type=int, default=0, help="trials for shoal's strategies (default: "
                     "--trials, as the anchors); the target stays the anchor's best after --trials")
-    ap.add_argument("--shoal-timeout", type=float, default=0.0, help="shoal asks no new trial after this many "
-                    "seconds (running ones finish); with a large --shoal-trials: search until then")
+    ap.add_argument("--shoal-timeout", type=float, default=0.0, help="shoal's --timeout: no new trial after this "
+                    "many seconds, and trials in training stop at their epoch's end; with a large --shoal-trials: "
+                    "search until then")
     ap.add_argument("--retrain", type=int, default=0, metavar="R",
                     help="train each run's chosen configuration R more times with new seeds (plain PyTorch, "
                          "same split; not timed) and show their mean: what each method found, without the "
