@@ -41,9 +41,11 @@ def test_trials_in_training_stop_at_the_timeout_with_their_curves(workdir, engin
 def test_trials_finished_before_the_timeout_stay_complete(workdir):
     # Short trials: several complete before the timeout; none starts after it; the study never
     # reaches its budget of 10,000.
+    # In this process (workers=1): worker processes take seconds to start on a slow machine, which
+    # could use up the timeout before the first epoch ends.
     result = shoal.tune(data="digits", preset="mlp", strategy="random", trials=10_000, epochs=2, seed=0,
-                        engine="population", population=4, storage="t.db", progress=False, params=SMALL,
-                        timeout=2.0)
+                        engine="population", population=4, workers=1, storage="t.db", progress=False,
+                        params=SMALL, timeout=3.0)
     trials = result.study.trials
     assert 4 < len(trials) < 10_000
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
