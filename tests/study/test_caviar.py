@@ -86,6 +86,8 @@ def test_default_population_size_leaves_room_for_model_based_feedback():
     assert default_population_size(make_experiment({"strategy": "tpe", "trials": 9})) == 8
     assert default_population_size(make_experiment({"strategy": "random", "trials": 30})) == 128
     assert default_population_size(make_experiment({"strategy": "tpe", "trials": 30, "population": 5})) == 5
+    # a budget meant never to be reached (search until a timeout) does not ask thousands at once
+    assert default_population_size(make_experiment({"strategy": "tpe", "trials": 100_000})) == 128
 
 
 def test_default_workers_are_one_process_per_core_with_four_trials_each(monkeypatch):

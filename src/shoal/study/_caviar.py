@@ -31,17 +31,22 @@ log = logging.getLogger("shoal")
 MODEL_BASED = ("tpe", "gp", "cmaes")
 
 
+MAX_DEFAULT_POPULATION = 128
+
+
 def default_population_size(exp: Experiment) -> int:
     """How many trials train at once when the user gives no ``population``.
 
     Model-based strategies learn from finished trials, so they get at least three waves of
-    feedback (TPE's first 10 trials are random anyway); the others fill the device.
+    feedback (TPE's first 10 trials are random anyway), and no more than the others at once: a
+    budget meant never to be reached (a search until ``timeout``) would otherwise ask thousands of
+    trials before the first finished. The others fill the device.
     """
     if exp.population:
         return int(exp.population)
     if exp.strategy in MODEL_BASED:
-        return max(8, math.ceil(exp.trials / 3))
-    return 128
+        return max(8, min(MAX_DEFAULT_POPULATION, math.ceil(exp.trials / 3)))
+    return MAX_DEFAULT_POPULATION
 
 
 @dataclass
