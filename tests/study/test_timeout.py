@@ -96,4 +96,5 @@ def test_the_cli_says_when_nothing_completed_before_the_timeout(workdir, monkeyp
     out = " ".join(capsys.readouterr().out.split())
     assert "No trial completed before the timeout (1 s): 4 stopped at it" in out
     assert f"of {EPOCHS} epochs. Give it more time (--timeout) or fewer epochs (--epochs)" in out
+    assert "best 0 of 0" not in out  # no empty table before it
 

@@ -123,7 +123,8 @@ def tune(
         return
     result = run_tune(experiment=exp, progress=not quiet, console=console)
     study_obj = result.study
-    console.print(summary_table(study_obj, metric=exp.metric))
+    if any(t.state.name == "COMPLETE" for t in study_obj.get_trials(deepcopy=False)):  # else an empty table
+        console.print(summary_table(study_obj, metric=exp.metric))
     if result.best_params is None:
         stopped = [t for t in study_obj.get_trials(deepcopy=False) if t.user_attrs.get("stopped") == "timeout"]
         if stopped:
