@@ -159,9 +159,8 @@ class Space:
                 "categorical": {"choices"}}[kind]
         if set(fields) - fits:
             extra = sorted(set(fields) - fits)
-            given = "a range (low, high)" if extra == ["high", "low"] else \
+            given = "a range (low, high) does" if extra == ["high", "low"] else \
                 f"{', '.join(extra)} {'does' if len(extra) == 1 else 'do'}"
-            given = given + " does" if given.startswith("a range") else given
             if kind == "categorical":
                 choices = ",".join(str(c) for c in getattr(old, "choices", ())) or "a,b"
                 raise ConfigError(f"The parameter '{name}' is categorical: {given} not apply to it. Give its "

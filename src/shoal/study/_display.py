@@ -64,7 +64,9 @@ class Progress:
     def _consider(self, trial: optuna.trial.FrozenTrial) -> None:
         from optuna.trial import TrialState
 
-        if trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") == "interrupted":
+        from shoal.study._runner import INTERRUPTED
+
+        if trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") == INTERRUPTED:
             self.interrupted += 1  # stopped by Ctrl-C or a kill: run again, not a failure of its own
         elif trial.state == TrialState.FAIL:
             self.failed += 1
@@ -132,6 +134,7 @@ def _left_column(progress: Progress):
     """rich's time-remaining column with its label: "left" at the trials' pace, or "timeout" counting
     down to the progress bar's deadline (``--timeout``) when that comes first."""
     import time
+    from datetime import timedelta
 
     from rich.progress import TimeRemainingColumn
     from rich.text import Text
@@ -141,9 +144,7 @@ def _left_column(progress: Progress):
             seconds, by_deadline = time_left(task.time_remaining, progress.deadline, time.monotonic())
             if not by_deadline or task.finished:
                 return Text.assemble(("left ", "dim"), super().render(task))
-            minutes, secs = divmod(int(seconds), 60)
-            hours, minutes = divmod(minutes, 60)
-            return Text.assemble(("timeout ", "dim"), (f"{hours:d}:{minutes:02d}:{secs:02d}", "progress.remaining"))
+            return Text.assemble(("timeout ", "dim"), (str(timedelta(seconds=int(seconds))), "progress.remaining"))
 
     return Left()
 

@@ -15,6 +15,7 @@ most ``drivers - 1`` trials more than N (never fewer; measured in tests/distribu
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -30,54 +31,56 @@ GRACE_S = 30
 SERVER_SCHEMES = ("postgresql", "mysql", "mariadb", "oracle", "mssql")
 
 
+def _is_server(url: str) -> bool:
+    return url.split(":", 1)[0].split("+", 1)[0].lower() in SERVER_SCHEMES
+
+
+@contextlib.contextmanager
+def _server_errors(url: str):
+    """A database server that cannot be reached (missing driver, bad host, user, password or
+    database) as one ConfigError paragraph, the password hidden."""
+    from shoal._errors import ConfigError
+
+    try:
+        yield
+    except ImportError as exc:
+        raise ConfigError(f"The storage URL needs a database driver that is not installed ({exc}). For "
+                          "PostgreSQL: pip install 'shoal[postgres]' and a postgresql+psycopg:// URL.") from None
+    except Exception as exc:  # sqlalchemy's OperationalError and friends: bad host, user, database
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"Cannot open the storage {_hide_password(url)!r}: {first}. Check that the server "
+                          "runs, and the user, password and database in the URL.") from None
+
+
 def server_storage(url: str) -> Any:
     """An Optuna RDBStorage with heartbeats for a database server URL; other URLs stay as they are."""
-    if url.split(":", 1)[0].split("+", 1)[0].lower() not in SERVER_SCHEMES:
+    if not _is_server(url):
         return url
     import warnings
 
     import optuna
 
-    from shoal._errors import ConfigError
-
     # shoal asks and tells itself and records the heartbeats (``Heartbeat``); Optuna warns on each ask
     # that heartbeats are meant for its own ``optimize`` loop.
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _server_errors(url):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            return _open_rdb(url)
-        except ImportError as exc:
-            raise ConfigError(f"The storage URL needs a database driver that is not installed ({exc}). For "
-                              "PostgreSQL: pip install 'shoal[postgres]' and a postgresql+psycopg:// URL.") from None
-        except Exception as exc:  # sqlalchemy's OperationalError and friends: bad host, user, database
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"Cannot open the storage {_hide_password(url)!r}: {first}. Check that the server "
-                              "runs, and the user, password and database in the URL.") from None
+        return _open_rdb(url)
 
 
 def check_server(url: str) -> None:
     """Connect to a database server's URL and leave at once (no table is created): ``--check``
     finds a bad host, user, password or database as the run would, without writing."""
-    if url.split(":", 1)[0].split("+", 1)[0].lower() not in SERVER_SCHEMES:
+    if not _is_server(url):
         return
-    import sqlalchemy
+    with _server_errors(url):
+        import sqlalchemy
 
-    from shoal._errors import ConfigError
-
-    try:
         engine = sqlalchemy.create_engine(url)
         try:
             engine.connect().close()
         finally:
             engine.dispose()
-    except ImportError as exc:
-        raise ConfigError(f"The storage URL needs a database driver that is not installed ({exc}). For "
-                          "PostgreSQL: pip install 'shoal[postgres]' and a postgresql+psycopg:// URL.") from None
-    except Exception as exc:  # as server_storage's
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"Cannot open the storage {_hide_password(url)!r}: {first}. Check that the server "
-                          "runs, and the user, password and database in the URL.") from None
 
 
 def _open_rdb(url: str, tries: int = 4) -> Any:
