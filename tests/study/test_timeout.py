@@ -98,3 +98,49 @@ def test_the_cli_says_when_nothing_completed_before_the_timeout(workdir, monkeyp
     assert f"of {EPOCHS} epochs. Give it more time (--timeout) or fewer epochs (--epochs)" in out
     assert "best 0 of 0" not in out  # no empty table before it
 
+
+
+def test_a_timeout_without_a_budget_searches_until_it(workdir):
+    # No trials given: not the default 30, but as many as the timeout lets start (Optuna's
+    # n_trials=None). Each trial here takes ~10 ms, so 2 s holds far more than 30.
+    def fn(config):
+        time.sleep(0.01)
+        return (config["x"] - 1.0) ** 2
+
+    space = Space([Float("x", -3.0, 3.0)])
+    result = shoal.tune(fn, space=space, strategy="random", timeout=2.0, storage="t.db", progress=False)
+    trials = result.study.trials
+    assert len(trials) > 30
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert result.study.user_attrs["shoal"]["trials"] is None  # recorded as "until the timeout"
+
+
+def test_how_a_missing_budget_is_read(workdir):
+    from shoal._errors import ConfigError
+    from shoal.study import make_experiment
+    from shoal.study._caviar import default_population_size
+
+    assert make_experiment({}).trials == 30  # no timeout: the default budget
+    until = make_experiment({"timeout": 60})
+    assert until.trials is None
+    until.validate()
+    # model-based strategies train 32 at once then, not the 128 cap a huge budget would give
+    assert default_population_size(until) == 32
+    assert default_population_size(make_experiment({"timeout": 60, "strategy": "random"})) == 128
+    # where the count is a size, a timeout cannot stand in for it: the default size stays
+    assert make_experiment({"timeout": 60, "strategy": "pbt"}).trials == 30
+    assert make_experiment({"timeout": 60, "strategy": "coarse-to-fine"}).trials == 30
+    with pytest.raises(ConfigError, match="population's size"):
+        make_experiment({"timeout": 60, "strategy": "pbt", "trials": None}).validate()
+    with pytest.raises(ConfigError, match=r"give a number of trials, or a timeout"):
+        make_experiment({"trials": None}).validate()
+
+
+def test_the_check_names_a_search_until_the_timeout(workdir):
+    from typer.testing import CliRunner
+
+    from shoal.cli import app
+
+    out = CliRunner().invoke(app, ["tune", "--data", "digits", "--timeout", "90", "--storage", "t.db", "--check"])
+    assert out.exit_code == 0, out.output
+    assert "trials until the timeout (90 s)" in " ".join(out.output.split())

@@ -51,7 +51,7 @@ def tune(
     data: Annotated[Optional[str], typer.Option(help="digits, mnist[:folder], fashion-mnist[:folder], x.csv or x.npz" + _default("data") + ".")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Model preset: mlp or cnn" + _default("preset") + ".")] = None,
     strategy: Annotated[Optional[str], typer.Option(help="grid, random, qmc, tpe, gp, cmaes, nsga2, coarse-to-fine or pbt" + _default("strategy") + ".")] = None,
-    trials: Annotated[Optional[int], typer.Option(help="Total trials in the study, finished ones included" + _default("trials") + ".")] = None,
+    trials: Annotated[Optional[int], typer.Option(help="Total trials in the study, finished ones included" + _default("trials") + "; with --timeout and no --trials, trials start until the timeout.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs each trial trains (at most: pruning and --patience stop some sooner)" + _default("epochs") + ".")] = None,
     metric: Annotated[Optional[str], typer.Option(
         "--metric", "--objective", help="What to optimize: val_loss, val_acc, val_balanced_acc, val_f1, val_r2, val_mse, "

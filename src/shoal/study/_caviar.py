@@ -32,6 +32,7 @@ MODEL_BASED = ("tpe", "gp", "cmaes")
 
 
 MAX_DEFAULT_POPULATION = 128
+UNBOUNDED_POPULATION = 32  # model-based, searching until the timeout: the population of a 96-trial budget
 
 
 def default_population_size(exp: Experiment) -> int:
@@ -39,12 +40,15 @@ def default_population_size(exp: Experiment) -> int:
 
     Model-based strategies learn from finished trials, so they get at least three waves of
     feedback (TPE's first 10 trials are random anyway), and no more than the others at once: a
-    budget meant never to be reached (a search until ``timeout``) would otherwise ask thousands of
-    trials before the first finished. The others fill the device.
+    budget meant never to be reached would otherwise ask thousands of trials before the first
+    finished. Without a budget (a search until ``timeout``) they train 32 at once, so that trials
+    finish early in the search. The others fill the device.
     """
     if exp.population:
         return int(exp.population)
     if exp.strategy in MODEL_BASED:
+        if exp.trials is None:
+            return UNBOUNDED_POPULATION
         return max(8, min(MAX_DEFAULT_POPULATION, math.ceil(exp.trials / 3)))
     return MAX_DEFAULT_POPULATION
 
@@ -107,7 +111,7 @@ def default_workers(exp: Experiment, device: str, size: int) -> int:
         return int(env)
     if device != "cpu" or exp.executor == "local":
         return 1
-    return max(1, min(usable_cores(), min(size, exp.trials) // MEMBERS_PER_WORKER))
+    return max(1, min(usable_cores(), min(size, exp.trials or size) // MEMBERS_PER_WORKER))
 
 
 def builtin_pool(exp: Experiment, data: PreparedData, size: int) -> Any:

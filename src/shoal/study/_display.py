@@ -18,7 +18,7 @@ KEY_PARAMS = ("optimizer", "lr", "batch_size", "depth", "width", "conv_layers", 
 class Progress:
     """A rich progress bar over trials: done / total, best so far, elapsed and time left."""
 
-    def __init__(self, total: int, direction: str | list[str], metric: str, *, console: Console | None = None,
+    def __init__(self, total: int | None, direction: str | list[str], metric: str, *, console: Console | None = None,
                  enabled: bool = True) -> None:
         directions = [direction] if isinstance(direction, str) else list(direction)
         self.direction = directions[0]
@@ -57,8 +57,8 @@ class Progress:
         for t in study.get_trials(deepcopy=False):
             self._consider(t)
         if self.enabled:  # a study already past this run's budget shows 12/12, not 12/10
-            total = self._progress.tasks[0].total or 0
-            self._progress.update(self._task, completed=done, total=max(total, done))
+            total = self._progress.tasks[0].total
+            self._progress.update(self._task, completed=done, total=None if total is None else max(total, done))
         self._refresh()
 
     def _consider(self, trial: optuna.trial.FrozenTrial) -> None:

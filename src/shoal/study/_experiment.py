@@ -18,6 +18,8 @@ from shoal.study._strategies import check_pruner, check_strategy
 
 __all__ = ["Experiment", "load_experiment", "resolve_storage"]
 
+# Strategies whose trial count is a size, not a budget: a timeout alone cannot stand in for it.
+SIZED = {"pbt": "it is the population's size", "coarse-to-fine": "its stages are shares of it"}
 SINGLE_OBJECTIVE = ("cmaes", "coarse-to-fine", "pbt")  # they rank trials by one value
 ENGINES = ("auto", "population", "single")
 EXECUTORS = ("auto", "local", "processes", "ray")
@@ -49,7 +51,7 @@ class Experiment:
     data: str = "digits"
     preset: str = "mlp"
     strategy: str = "tpe"
-    trials: int = 30
+    trials: int | None = 30  # None: as many as the timeout allows (see make_experiment)
     epochs: int = 15
     metric: str | list = "val_loss"  # one measure, or several ("val_acc,train_seconds"): see _objectives
     constraints: list[str] | None = None  # limits such as "params<=100000"
@@ -120,8 +122,17 @@ class Experiment:
         check_strategy(self.strategy)
         check_pruner(self.pruner)
         self._validate_objectives()
+        if self.trials is None:
+            if self.timeout is None:
+                raise ConfigError("The 'trials' setting is missing: give a number of trials, or a timeout "
+                                  "(--timeout S) to search until it.")
+            if self.strategy in SIZED:
+                raise ConfigError(f"The {self.strategy} strategy needs a number of trials (--trials N): "
+                                  f"{SIZED[self.strategy]}. A timeout alone does not give one.")
         for name, low in (("trials", 1), ("epochs", 1), ("grid_points", 2)):
             v = getattr(self, name)
+            if name == "trials" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f"The '{name}' setting must be an integer >= {low}. Got {v!r} instead.")
         if self.grid_points > 1000:  # the grid is built in memory before the size check can refuse it
@@ -310,6 +321,9 @@ def make_experiment(settings: Mapping[str, Any], source: str = "arguments") -> E
             f"Unknown setting '{bad[0]}' in {source}.{hint} Known settings: {', '.join(sorted(known))}; "
             "parameter overrides go under [space]."
         )
+    if normalized.get("trials") is None and normalized.get("timeout") is not None \
+            and normalized.get("strategy", "tpe") not in SIZED:
+        normalized["trials"] = None  # no budget given, a timeout given: search until the timeout
     return Experiment(**normalized)
 
 

@@ -65,7 +65,8 @@ class StudyRunner:
     Args:
         study: the Optuna study (already created or loaded).
         space: the search space each asked trial samples.
-        trials: the total budget, counting trials already finished in the storage.
+        trials: the total budget, counting trials already finished in the storage; None: no budget,
+            trials start until ``timeout`` passes.
         metric: the name of the value the study optimizes (for messages and attributes); several
             objectives are comma-separated, in the order of the study's directions.
         constraints: limits on measures (``shoal.study._objectives.Constraint``), checked when a
@@ -77,7 +78,7 @@ class StudyRunner:
         on_finish: called with each finished FrozenTrial (the progress display listens here).
     """
 
-    def __init__(self, study: optuna.Study, space: Space, *, trials: int, metric: str = "value",
+    def __init__(self, study: optuna.Study, space: Space, *, trials: int | None, metric: str = "value",
                  seed: int = 0, timeout: float | None = None,
                  on_finish: Callable[[optuna.trial.FrozenTrial], None] | None = None, planner: Any = None,
                  constraints: list | None = None) -> None:
@@ -115,9 +116,12 @@ class StudyRunner:
         """The timeout has passed: ask no more, and stop training at the next epoch's end."""
         return self.deadline is not None and time.monotonic() > self.deadline
 
-    def remaining(self) -> int:
+    def remaining(self) -> int | float:
+        """Trials this runner may still start (``inf`` without a budget: until the timeout)."""
         if self.past_deadline():
             return 0
+        if self.trials is None:
+            return math.inf
         return max(0, self.trials - self.finished_count() - len(self.running))
 
     def _recover_interrupted(self) -> int:
@@ -184,7 +188,7 @@ class StudyRunner:
         self.check_stop()
         if self.remaining() <= 0:
             return None
-        if self._heartbeat is not None and used_budget(self.study) >= self.trials:
+        if self._heartbeat is not None and self.trials is not None and used_budget(self.study) >= self.trials:
             return None  # the other drivers' trials fill the budget
         planned = None
         if self._waiting:  # queued earlier (retries of interrupted trials) go first

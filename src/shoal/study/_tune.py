@@ -127,7 +127,8 @@ def tune(
         model: the user's ``nn.Module`` class or builder ``build(config) -> nn.Module``, trained by
             shoal on ``data`` as batched populations where ``torch.func`` allows (see ``_usermodel``).
         **settings: any ``Experiment`` field: data, preset, strategy, trials, epochs, metric,
-            storage, study, seed, pruner, val_fraction, folds, params, ...
+            storage, study, seed, pruner, val_fraction, folds, params, timeout, ... With
+            ``timeout`` and no ``trials``, trials start until the timeout.
 
     Returns:
         TuneResult with the best configuration, its value and the Optuna study.
@@ -233,8 +234,12 @@ def check(experiment: str | Experiment | None = None, **settings: Any) -> str:
     make_pruner(exp.pruner, epochs=exp.epochs)
     storage = resolve_storage(exp.storage, create=False)
     return (f"{exp.study_name}: {data.description}; {engine} engine on {data.device}; {exp.strategy}, "
-            f"{exp.trials} trials x {exp.epochs} epochs over {len(space.describe().splitlines())} "
+            f"{_budget(exp)} x {exp.epochs} epochs over {len(space.describe().splitlines())} "
             f"parameters; storage {storage}. Nothing was written.")
+
+
+def _budget(exp: Experiment) -> str:
+    return f"trials until the timeout ({exp.timeout:g} s)" if exp.trials is None else f"{exp.trials} trials"
 
 
 def _plain(value: Any) -> bool:
@@ -422,7 +427,7 @@ def _run(exp: Experiment, space: Space, direction: str | list[str], metric: str,
     trials = exp.trials
     if exp.strategy == "grid":
         size = space.grid_size(exp.grid_points)
-        trials = min(trials, size)
+        trials = size if trials is None else min(trials, size)
     storage = resolve_storage(exp.storage)
     objectives = metric.split(",")
     directions = [direction] if isinstance(direction, str) else list(direction)
