@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -183,6 +184,28 @@ def test_continuing_a_study_with_settings_that_change_its_measure_is_refused(wor
     assert len(study.trials) == 3 and study.user_attrs["shoal"]["strategy"] == "tpe"
     # another study name is a fresh start
     assert run_cli(monkeypatch, "tune", *SMALL, "--seed", "1", "--trials", "1", "--study", "other") == 0
+
+
+def test_a_study_continues_on_the_same_file_named_from_another_folder(workdir, monkeypatch, capsys):
+    # The data setting is compared by where it points, not as written: "sub/x.csv" from the
+    # project folder and "x.csv" from sub/ are one file; the same name in another folder is not.
+    rng = np.random.default_rng(0)
+    for folder in ("sub", "other"):
+        (workdir / folder).mkdir()
+        rows = [f"{a:.4f},{b:.4f},{int(a > b)}" for a, b in rng.normal(size=(80, 2))]
+        (workdir / folder / "x.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    db = ["--storage", str(workdir / "shoal.db"), "--study", "s"]
+    small = ["--epochs", "2", "-p", "width=32", "-p", "depth=1", "-q", "--strategy", "random", *db]
+    assert run_cli(monkeypatch, "tune", "--data", "sub/x.csv", *small, "--trials", "2") == 0
+    monkeypatch.chdir(workdir / "sub")
+    assert run_cli(monkeypatch, "tune", "--data", "x.csv", *small, "--trials", "3") == 0
+    capsys.readouterr()
+    monkeypatch.chdir(workdir / "other")
+    assert run_cli(monkeypatch, "tune", "--data", "x.csv", *small, "--trials", "4") == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"measured with data={str(workdir / 'sub' / 'x.csv')!r}" in err, err
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{workdir / 'shoal.db'}")
+    assert len(study.trials) == 3
 
 
 def test_tables_written_to_a_pipe_are_not_cut_to_80_columns(workdir, monkeypatch):

@@ -13,7 +13,7 @@ from shoal._errors import ConfigError
 from shoal.data._dataset import Dataset, check_task, from_arrays
 from shoal.data._idx import IDX_SETS, has_idx_files, load_idx_folder
 
-__all__ = ["load_dataset"]
+__all__ = ["data_location", "load_dataset"]
 
 ACCEPTED = (
     "'digits', 'mnist[:folder]', 'fashion-mnist[:folder]', a folder holding IDX files, a .csv "
@@ -128,6 +128,20 @@ def load_dataset(
     looks_like_path = path.suffix or "/" in text or os.sep in text
     missing = f" (file not found: {path})" if looks_like_path else ""
     raise ConfigError(f"Unknown data set {text!r}{missing}. Give {ACCEPTED}.")
+
+
+def data_location(spec: Any) -> str | None:
+    """Where a data spec reads from, independent of the working folder: ``"digits"``, or the spec
+    with its path made absolute (``"mnist:/abs/folder"``, ``"/abs/x.csv"``); None for arrays."""
+    if not isinstance(spec, (str, os.PathLike)):
+        return None
+    text = os.fspath(spec)
+    key, _, inline = text.partition(":")
+    if key.lower() == "digits" and not inline:
+        return "digits"
+    if key.lower() in IDX_SETS:
+        return f"{key.lower()}:{os.path.realpath(Path(inline or IDX_SETS[key.lower()][1]).expanduser())}"
+    return os.path.realpath(Path(text).expanduser())
 
 
 def _no_extra(name: str, **given: Any) -> None:

@@ -394,6 +394,10 @@ def _refuse_other_measures(study: optuna.Study, exp: Experiment, existing: int, 
     stored = {**stored, "metric": stored.get("objectives", [stored.get("metric")])}
     # a function's values: what it computes is its own business, but not how long it trains
     keys = ("epochs", "metric") if "objective" in stored else MEASURE_SETTINGS
+    if stored.get("data_at") is not None:  # where the files are, whatever folder names them
+        from shoal.data._loaders import data_location
+
+        stored["data"], now["data"] = stored["data_at"], data_location(exp.data)
     changed = [k for k in keys if k in stored and stored[k] != now[k]]
     if not changed:
         return
@@ -440,9 +444,12 @@ def _run(exp: Experiment, space: Space, direction: str | list[str], metric: str,
         # restarting at the study seed (which drew the stored trials' parameters once again).
         study.sampler = make_sampler("random" if staged else exp.strategy, space=space, grid_points=exp.grid_points,
                                      seed=resumed_seed(exp.seed, existing))
+    from shoal.data._loaders import data_location
+
     study.set_user_attr("shoal", {**{k: v for k, v in exp.to_dict().items() if k != "params"},
                                   **({"params": exp.params} if _plain(exp.params) else {}),
-                                  "metric": objectives[0], "objectives": objectives, "space": space.describe(), **attrs})
+                                  "metric": objectives[0], "objectives": objectives, "space": space.describe(),
+                                  "data_at": data_location(exp.data), **attrs})
     if warm is not None:
         _warm.enqueue(study, space, warm)
     shown = trials
