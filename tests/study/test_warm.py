@@ -84,6 +84,28 @@ def test_bad_sources_are_explained(workdir, earlier):
                      progress=False)
 
 
+def test_retune_never_reopens_the_earlier_study(workdir, earlier):
+    # Into the same storage, the default name is the earlier study's: the new one is named apart,
+    # and the earlier study keeps its trials and settings.
+    before = len(earlier)
+    result = shoal.retune("old.log", top=2, objective=old, space=_space(), trials=3, storage="old.log",
+                          progress=False)
+    assert result.study.study_name == "old-retune" and len(result.study.trials) == 3
+    kept = optuna.load_study(study_name="old", storage=resolve_storage("old.log"))
+    assert sum(t.state.name == "COMPLETE" for t in kept.trials) == before and "warm_start" not in kept.user_attrs
+    with pytest.raises(ConfigError, match="would be 'old' itself"):
+        shoal.retune("old.log", from_study="old", objective=new_data, space=_space(), trials=3, storage="old.log",
+                     study="old", progress=False)
+    # a missing source is not created
+    with pytest.raises(ConfigError, match="Storage file not found: 'nope.db'"):
+        shoal.retune("nope.db", objective=new_data, space=_space(), trials=2, progress=False)
+    assert not (workdir / "nope.db").exists()
+
+
+def old(config):  # the function's name is the default study name: "old", as the earlier study
+    return new_data(config)
+
+
 def test_retune_from_the_command_line(workdir):
     from shoal.cli._main import app
 

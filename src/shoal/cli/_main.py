@@ -155,11 +155,9 @@ def _load(storage: str | None, study: str | None):
     import optuna
 
     from shoal.study import resolve_storage
+    from shoal.study._experiment import check_stored
 
-    if storage is None and not Path("shoal.db").exists():
-        raise ConfigError("No storage given and no shoal.db in this folder. Pass --storage FILE_OR_URL.")
-    if storage is not None and "://" not in storage and not storage.startswith("journal:") and not Path(storage).exists():
-        raise ConfigError(f"Storage file not found: {storage!r}. Check the path (studies are created by `shoal tune`).")
+    check_stored(storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     resolved = resolve_storage(storage)
     names = list(optuna.get_all_study_names(resolved))

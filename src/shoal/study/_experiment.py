@@ -359,6 +359,16 @@ def _cut_partial_line(backend: Any, path: Path) -> None:
                                        "interrupted write", path, size - end)
 
 
+def check_stored(storage: str | None) -> None:
+    """Refuse a storage that should hold studies already but cannot: no file at that path (opening
+    it would create an empty one), or none given and no ``shoal.db`` here."""
+    if storage is None and not Path("shoal.db").exists():
+        raise ConfigError("No storage given and no shoal.db in this folder. Pass --storage FILE_OR_URL.")
+    s = str(storage or "shoal.db")
+    if "://" not in s and not s.startswith("journal:") and not Path(s).exists():
+        raise ConfigError(f"Storage file not found: {s!r}. Check the path (studies are created by `shoal tune`).")
+
+
 def resolve_storage(storage: str | None, create: bool = True):
     """A storage for Optuna: a SQLite file by default, any SQLAlchemy URL, or a journal file.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -274,7 +275,23 @@ def retune(source: str, *, from_study: str | None = None, top: int = 5, narrow: 
     base = {k: v for k, v in saved.items() if k in known and v is not None} if objective is None else {}
     merged = {**base, **settings, "warm_start": source, "warm_study": warm.study, "warm_top": top,
               "warm_narrow": narrow}
+    if _storage_key(merged.get("storage")) == _storage_key(source):
+        name = merged.get("study") or (getattr(objective, "__name__", "objective") if objective is not None
+                                       else make_experiment(merged).study_name)
+        if name == warm.study:
+            if settings.get("study") is not None:
+                raise ConfigError(f"The new study would be {warm.study!r} itself, in {source!r}: retune starts a new "
+                                  f"study. Give it another name (--study NAME) or another storage (--storage).")
+            merged["study"] = f"{warm.study}-retune"  # the default name is the earlier study's: never reopen it
     return tune(objective, space=space, progress=progress, console=console, **merged)
+
+
+def _storage_key(storage: str | None) -> str:
+    """One spelling per storage: a file's real path, or a URL as given."""
+    s = str(storage or "shoal.db")
+    if "://" in s and not s.startswith("sqlite:///"):
+        return s
+    return os.path.realpath(s.removeprefix("sqlite:///").removeprefix("journal:"))
 
 
 def _tune_objective(objective, space, exp, direction, progress, console) -> TuneResult:

@@ -39,8 +39,9 @@ def load_warm_start(source: str, study: str | None, top: int) -> WarmStart:
     """The ``top`` best complete configurations of ``study`` in storage ``source``."""
     import optuna
 
-    from shoal.study._experiment import resolve_storage
+    from shoal.study._experiment import check_stored, resolve_storage
 
+    check_stored(source)  # opening a missing file would create it
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = resolve_storage(source)
     try:
@@ -50,7 +51,7 @@ def load_warm_start(source: str, study: str | None, top: int) -> WarmStart:
     if study is None:
         if len(names) != 1:
             raise ConfigError(f"The warm-start storage {source!r} holds {len(names)} studies "
-                              f"({', '.join(names) or 'none'}); name one with --warm-study.")
+                              f"({', '.join(names) or 'none'}); name one with --from-study (warm_study= from Python).")
         study = names[0]
     if study not in names:
         raise ConfigError(f"No study {study!r} in the warm-start storage {source!r}. Studies there: "
