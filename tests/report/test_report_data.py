@@ -178,3 +178,19 @@ def test_timing_leaves_out_the_pauses_between_runs_of_a_study():
     # a pause no longer than RUN_GAP_S is a run's own idle time
     short = timing([trial(0, 0.0, 8.0), trial(1, 8.0 + RUN_GAP_S, 10.0 + RUN_GAP_S)])
     assert short.runs == 1 and short.idle_seconds == pytest.approx(RUN_GAP_S)
+
+
+def test_the_terminal_report_says_when_it_lists_only_some_flagged_trials(known_db):
+    import io
+
+    from rich.console import Console
+
+    from shoal.report._terminal import print_report
+
+    d = load_report(str(known_db))
+    assert sum(bool(g.flag) for g in d.gaps) == 3
+    for top, title in ((2, "flagged trials (2 of 3; the HTML report lists all)"), (5, "flagged trials")):
+        console = Console(file=io.StringIO(), width=140)
+        print_report(d, console, top=top)
+        out = console.file.getvalue()
+        assert title in out and (top == 2 or "of 3;" not in out), out

@@ -504,3 +504,11 @@ def test_unconditional_distributions_are_what_every_configuration_suggests():
         "weight_decay_on": CategoricalDistribution([True, False]),
         "depth": IntDistribution(1, 4),
     }
+
+
+def test_a_parameter_named_twice_is_refused():
+    with pytest.raises(ConfigError, match="'lr' is defined twice"):
+        Space([Float("lr", 1e-4, 1.0, log=True), Float("lr", 5.0, 6.0)])
+    # add() still replaces in place, as overrides do
+    s = Space([Float("lr", 1e-4, 1.0, log=True)]).add(Float("lr", 5.0, 6.0))
+    assert s["lr"].low == 5.0 and len(s) == 1

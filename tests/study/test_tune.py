@@ -224,6 +224,55 @@ def test_user_objective_needs_a_space(workdir):
         shoal.tune(quadratic, space=None, progress=False)
 
 
+def test_a_user_objective_returns_named_values(workdir):
+    # metric= names the key of the returned dict; a measure shoal knows keeps its direction
+    # (val_acc is maximized) and the other keys are recorded beside it.
+    space = Space([Float("x", 0.0, 1.0)])
+    result = shoal.tune(lambda c: {"val_acc": c["x"], "val_loss": 1 - c["x"]}, space=space, metric="val_acc",
+                        trials=6, storage="d.db", progress=False)
+    trials = result.study.trials
+    assert result.study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert result.best_value == max(t.params["x"] for t in trials)
+    assert all(t.user_attrs["val_loss"] == pytest.approx(1 - t.value) for t in trials)
+    assert result.study.user_attrs["shoal"]["objectives"] == ["val_acc"]
+    # a float under a name; an explicit direction wins
+    result = shoal.tune(lambda c: c["x"], space=space, metric="error", direction="maximize", trials=3,
+                        storage="f.db", progress=False)
+    assert result.best_value == max(t.value for t in result.study.trials)
+
+    def fidelity(config, epochs, state=None):  # a fidelity objective's dict, by the same name
+        step = (state or 0) + epochs
+        return {"acc": config["x"] * step / (step + 1), "loss": 1.0}, step
+
+    result = shoal.tune(fidelity, space=space, metric="acc", direction="maximize", trials=3, epochs=3,
+                        storage="g.db", progress=False)
+    for t in result.study.trials:
+        assert t.state == TrialState.COMPLETE
+        assert t.value == pytest.approx(t.params["x"] * 3 / 4)
+    with pytest.raises(ConfigError, match="one direction per value"):
+        shoal.tune(lambda c: c["x"], space=space, metric="a,b", direction="maximize", trials=1, progress=False)
+
+
+def test_an_objective_shoal_cannot_call_is_refused_before_any_trial(workdir):
+    space = Space([Float("x", 0.0, 1.0)])
+
+    def four(config, trial, a, b):
+        return 0.0
+
+    for fn, message in ((42, "must be a function"), (four, r"four\(config, trial, a, b\) cannot be called"),
+                        (lambda: 0.0, "cannot be called")):
+        with pytest.raises(ConfigError, match=message):
+            shoal.tune(fn, space=space, trials=2, storage="e.db", progress=False)
+    assert not (workdir / "e.db").exists()
+
+    def keyword_only(config, *, scale=2.0):  # takes the config alone: no trial is passed
+        return config["x"] * scale
+
+    result = shoal.tune(keyword_only, space=space, trials=2, storage="k.db", progress=False)
+    assert all(t.value == pytest.approx(2 * t.params["x"]) for t in result.study.trials)
+
+
 def test_example_experiment_file_is_valid():
     from pathlib import Path
 
@@ -279,3 +328,8 @@ def test_a_spawned_trial_is_written_without_reading_the_study(workdir, monkeypat
     assert stored.params == running[0].trial.params and job.config == running[0].config
     assert stored.system_attrs["fixed_params"] == stored.params
     assert stored.user_attrs["pbt"] == {"parent": 0} and stored.user_attrs["seed"] == 7
+
+
+def test_quiet_from_python_points_to_progress(workdir):
+    with pytest.raises(ConfigError, match=r"Unknown setting 'quiet'.*progress=False"):
+        shoal.tune(data="digits", quiet=True, storage="q.db")

@@ -54,7 +54,7 @@ def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 
         console.print(constraints_summary(d))
         header, rows = infeasible_table_rows(d)
         if rows:
-            console.print(_table("infeasible trials", header, rows[:top]))
+            console.print(_table("infeasible trials" + _of(min(top, len(rows)), len(rows)), header, rows[:top]))
 
     if d.warm:
         console.print(warm_summary(d), highlight=False)
@@ -92,9 +92,10 @@ def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 
 
     if d.gaps:
         console.print(gap_summary(d))
-        flagged = [g for g in d.gaps if g.flag][:top]
+        every = [g for g in d.gaps if g.flag]
+        flagged = every[:top]
         if flagged:
-            table = Table(title="flagged trials")
+            table = Table(title="flagged trials" + _of(len(flagged), len(every)))
             for col in ("#", "flag", "train loss", "val loss", "gap", "train acc"):
                 table.add_column(col, justify="right")
             for g in flagged:
@@ -134,3 +135,8 @@ def _table(title: str, header: list[str], rows: list[list[str]], keep: list[int]
     for row in rows:
         table.add_row(*[row[i] for i in keep])
     return table
+
+
+def _of(shown: int, total: int) -> str:
+    """A table title's note when it lists only some rows (the HTML report lists them all)."""
+    return f" ({shown} of {total}; the HTML report lists all)" if shown < total else ""

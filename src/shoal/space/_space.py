@@ -31,6 +31,9 @@ class Space:
     def __init__(self, params: Iterable[Param] = ()) -> None:
         self._params: dict[str, Param] = {}
         for p in params:
+            if isinstance(p, Param) and p.name in self._params:  # add() replaces: a list names each once
+                raise ConfigError(f"The parameter '{p.name}' is defined twice in the space. Keep one; to change "
+                                  f"a parameter of an existing space, use space.add(...) or update(...).")
             self.add(p)
 
     # ------------------------------------------------------------------ access

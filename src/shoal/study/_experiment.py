@@ -317,6 +317,8 @@ def make_experiment(settings: Mapping[str, Any], source: str = "arguments") -> E
     if bad:
         close = difflib.get_close_matches(bad[0], sorted(known), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
+        if bad[0] == "quiet":
+            hint = " shoal.tune(progress=False) hides the progress bar (--quiet on the command line)."
         raise ConfigError(
             f"Unknown setting '{bad[0]}' in {source}.{hint} Known settings: {', '.join(sorted(known))}; "
             "parameter overrides go under [space]."

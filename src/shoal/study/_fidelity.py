@@ -50,9 +50,16 @@ def has_fidelity(objective: Callable[..., Any]) -> bool:
         return False
 
 
-def _call(objective: Callable, config: Mapping[str, Any], epochs: int, state: Any) -> tuple[float, Any]:
+def _call(objective: Callable, config: Mapping[str, Any], epochs: int, state: Any,
+          metric: str = "value") -> tuple[float, Any]:
+    """One call: its value (a number, or ``metric`` of a dict) and the state it returned."""
     out = objective(dict(config), epochs, state)
     value, new_state = (out if isinstance(out, tuple) and len(out) == 2 else (out, None))
+    if isinstance(value, Mapping):
+        if metric not in value:
+            raise ValueError(f"the objective returned a dict without the metric {metric!r} (keys: "
+                             f"{', '.join(map(str, value))}); name the key to optimize with metric=")
+        value = value[metric]
     value = float(value)
     return value, new_state
 
@@ -72,8 +79,9 @@ class FunctionPool:
     """The pool interface (add / remove / run_epoch / snapshot / close) over a fidelity objective:
     each member is a config and the state its last call returned."""
 
-    def __init__(self, objective: Callable[..., Any]) -> None:
+    def __init__(self, objective: Callable[..., Any], metric: str = "value") -> None:
         self.objective = objective
+        self.metric = metric
         self.members: dict[Hashable, dict[str, Any]] = {}
 
     def add(self, key: Hashable, config: Mapping[str, Any], seed: int, fold: int, epochs: int,
@@ -100,7 +108,7 @@ class FunctionPool:
         for key, m in list(self.members.items()):
             start = time.perf_counter()
             try:
-                value, m["state"] = _call(self.objective, m["config"], 1, m["state"])
+                value, m["state"] = _call(self.objective, m["config"], 1, m["state"], self.metric)
             except Exception as exc:  # this member fails; the others go on
                 failed[key] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-2000:]}"
                 continue
@@ -191,7 +199,7 @@ def run_fidelity(runner: StudyRunner, objective: Callable[..., Any], exp: Experi
                      job.trial.user_attrs["retry_of"])
         try:
             for epoch in range(len(curve) + 1, exp.epochs + 1):
-                value, state = _call(objective, job.config, 1, state)
+                value, state = _call(objective, job.config, 1, state, runner.objectives[0])
                 if not math.isfinite(value):
                     raise ValueError(f"the objective returned {value} at epoch {epoch}")
                 curve.append(value)

@@ -383,8 +383,10 @@ class StudyRunner:
 
         import optuna
 
-        try:
-            n_args = len(inspect.signature(objective).parameters)
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                      inspect.Parameter.VAR_POSITIONAL)
+        try:  # fn(config, *, scale=1) takes the config alone: count what can be passed by position
+            n_args = sum(p.kind in positional for p in inspect.signature(objective).parameters.values())
         except (TypeError, ValueError):
             n_args = 1
         self.graceful = False  # the objective is opaque: there is no epoch end to wait for

@@ -140,12 +140,13 @@ def tune(
         >>> result.best_params["lr"]  # doctest: +SKIP
     """
     _refuse_while_a_worker_starts()
-    exp = _experiment_from(experiment, settings)
+    named = settings.get("metric") if objective is not None else None  # the objective's own names
+    exp = _experiment_from(experiment, {k: v for k, v in settings.items() if named is None or k != "metric"})
     if objective is not None and model is not None:
         raise ConfigError("Pass either objective= (your own training code) or model= (shoal trains your "
                           "nn.Module), not both.")
     if objective is not None:
-        return _tune_objective(objective, space, exp, direction, progress, console)
+        return _tune_objective(objective, space, exp, direction, progress, console, named)
     if model is not None:
         from shoal.study._usermodel import tune_model
 
@@ -294,8 +295,61 @@ def _storage_key(storage: str | None) -> str:
     return os.path.realpath(s.removeprefix("sqlite:///").removeprefix("journal:"))
 
 
-def _tune_objective(objective, space, exp, direction, progress, console) -> TuneResult:
+def _objective_names(metric: Any, direction: str | list[str] | None) -> tuple[list[str] | None, Any]:
+    """The names a user objective's values go by when ``metric`` names them ("val_acc", or
+    "val_acc,seconds"; the keys of the dict it returns), and their directions: as given, else
+    a measure's own (val_acc is maximized), else minimize. None when ``metric`` is not given."""
+    if metric is None:
+        return None, direction
+    names = [str(m).strip() for m in (metric.split(",") if isinstance(metric, str) else metric)]
+    if not names or not all(names) or len(set(names)) != len(names):
+        raise ConfigError(f"The 'metric' setting must name the objective's value(s), each once: 'val_acc', or "
+                          f"'val_acc,seconds' for several. Got {metric!r} instead.")
+    if direction is None:
+        from shoal.study._objectives import direction_of, resolve
+
+        def known(name: str) -> str:
+            try:
+                return direction_of(resolve(name))
+            except (ConfigError, KeyError):
+                return "minimize"
+
+        directions = [known(n) for n in names]
+        direction = directions[0] if len(names) == 1 else directions
+    elif len([direction] if isinstance(direction, str) else list(direction)) != len(names):
+        raise ConfigError(f"The metric names {len(names)} value(s) ({', '.join(names)}) but direction has "
+                          f"{1 if isinstance(direction, str) else len(direction)}: give one direction per value.")
+    return names, direction
+
+
+def _check_signature(objective: Callable[..., Any]) -> None:
+    """Refuse an objective shoal cannot call before it fails every trial the same way."""
+    import inspect
+
+    from shoal.study._fidelity import has_fidelity
+
+    try:
+        params = inspect.signature(objective).parameters.values()
+    except (TypeError, ValueError):
+        return  # a builtin or an extension: its call will tell
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [p.name for p in params if p.kind in positional and p.default is inspect.Parameter.empty]
+    most, form = (3, "fn(config, epochs, state=None)") if has_fidelity(objective) else (2, "fn(config) or fn(config, trial)")
+    if len(required) > most or not any(p.kind in positional or p.kind == p.VAR_POSITIONAL for p in params):
+        name = getattr(objective, "__name__", repr(objective))
+        raise ConfigError(f"The objective {name}({', '.join(p.name for p in params)}) cannot be called as {form}: "
+                          f"shoal passes the configuration first{', then the trial' if most == 2 else ''}. Give "
+                          f"other arguments defaults, or bind them (functools.partial).")
+
+
+def _tune_objective(objective, space, exp, direction, progress, console, metric_setting=None) -> TuneResult:
     from shoal.space import Space
+
+    if not callable(objective):
+        raise ConfigError(f"The objective must be a function fn(config) -> value (or fn(config, trial), or "
+                          f"fn(config, epochs, state=None) -> (value, state)). Got {objective!r} instead.")
+    _check_signature(objective)
+    names, direction = _objective_names(metric_setting, direction)
 
     if not isinstance(space, Space):
         raise ConfigError(
@@ -308,7 +362,8 @@ def _tune_objective(objective, space, exp, direction, progress, console) -> Tune
     if not directions or any(d not in ("minimize", "maximize") for d in directions):
         raise ConfigError(f"The 'direction' must be 'minimize' or 'maximize' (or a list of them, one per value "
                           f"the objective returns). Got {direction!r} instead.")
-    metric = "value" if len(directions) == 1 else ",".join(f"value{i}" for i in range(len(directions)))
+    metric = ",".join(names) if names else "value" if len(directions) == 1 else \
+        ",".join(f"value{i}" for i in range(len(directions)))
     if len(directions) > 1 and (exp.strategy in ("pbt", "cmaes", "coarse-to-fine") or exp.pruner != "none"):
         raise ConfigError(f"Several objectives need a strategy that handles them (tpe, nsga2, gp, random, qmc, "
                           f"grid) and no pruner; got strategy {exp.strategy!r}, pruner {exp.pruner!r}.")
@@ -329,7 +384,8 @@ def _tune_objective(objective, space, exp, direction, progress, console) -> Tune
         def body(runner):
             from shoal.study._pbt import run_pbt
 
-            run_pbt(runner, exp, None, pool=FunctionPool(objective), maximize=direction == "maximize", metric="value")
+            run_pbt(runner, exp, None, pool=FunctionPool(objective, runner.objectives[0]),
+                    maximize=direction == "maximize", metric="value")
     elif has_fidelity(objective):
         def body(runner):
             run_fidelity(runner, objective, exp)
