@@ -194,3 +194,14 @@ def test_the_terminal_report_says_when_it_lists_only_some_flagged_trials(known_d
         print_report(d, console, top=top)
         out = console.file.getvalue()
         assert title in out and (top == 2 or "of 3;" not in out), out
+
+
+def test_a_log_parameter_is_drawn_on_a_log_axis_even_over_a_narrow_range(tmp_path):
+    # eps sampled on a log scale but within 10x: the recorded distribution decides, not the spread
+    url = f"sqlite:///{tmp_path / 'eps.db'}"
+    study = optuna.create_study(storage=url, study_name="eps")
+    dists = {"eps": FloatDistribution(1e-8, 1e-7, log=True), "x": FloatDistribution(1.0, 5.0)}
+    for i, (eps, x) in enumerate(((1e-8, 1.0), (3e-8, 2.0), (9e-8, 4.0))):
+        study.add_trial(create_trial(value=float(i), params={"eps": eps, "x": x}, distributions=dists))
+    p = load_report(str(tmp_path / "eps.db")).params
+    assert p.logs["eps"] and not p.logs["x"]

@@ -128,7 +128,9 @@ def param_data(complete: list[TrialInfo]) -> ParamData:
         numeric = all(_is_number(v) for v in present)
         kinds[k] = "numeric" if numeric else "categorical"
         positive = numeric and all(v > 0 for v in present)
-        logs[k] = bool(positive and max(present) / min(present) >= 100)
+        # the space's own scale where the study recorded it (eps, lr); else a wide positive range
+        sampled_log = any(getattr(t.distributions.get(k), "log", False) for t in complete if t.distributions)
+        logs[k] = bool(positive and (sampled_log or max(present) / min(present) >= 100))
     names.sort(key=lambda n: KEY_PARAMS.index(n) if n in KEY_PARAMS else len(KEY_PARAMS))
     return ParamData([t.number for t in complete], [t.value for t in complete], names,
                      {n: seen[n] for n in names}, kinds, logs, constant)
