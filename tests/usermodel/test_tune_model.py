@@ -94,6 +94,9 @@ def test_pbt_copies_members(workdir):
     ({"model": Net, "space": SPACE, "objective": lambda c: 0.0}, "either objective= .* or model="),
     ({"model": Net, "space": SPACE, "direction": "maximize"}, "always minimized"),
     ({"model": NeedsDepth, "space": SPACE}, r"NeedsDepth\(\) needs \['depth'\], which neither the search space nor"),
+    # a misspelled parameter is read by nobody: it would be sampled in every trial for nothing
+    ({"model": Net, "space": Space([Float("lr", 1e-3, 1e-1, log=True), Float("hiden", 8, 16)])},
+     r"\['hiden'\] are read neither by Net\(\).*Did you mean 'hidden'\?"),
 ])
 def test_bad_input(workdir, kwargs, message):
     objective = kwargs.pop("objective", None)
@@ -114,6 +117,13 @@ def test_successive_halving_ranks_cohorts_of_the_users_module(workdir):
     pruned = [t for t in trials if t.state.name == "PRUNED"]
     assert pruned and all(not t.user_attrs["rungs"][-1]["kept"] for t in pruned)
     assert all(t.user_attrs["engine"] == "functional" for t in trials)
+
+
+def test_a_parameter_that_only_conditions_another_is_not_unread(workdir):
+    space = Space([Categorical("wide", [False, True]), Float("lr", 1e-3, 1e-1, log=True),
+                   Float("weight_decay", 1e-5, 1e-3, log=True, when={"wide": True})])
+    result = shoal.tune(model=Net, space=space, data="digits", trials=2, epochs=1, storage="w.db", progress=False)
+    assert len(result.study.trials) == 2
 
 
 def test_a_study_never_passes_its_defaults_to_the_users_module(digits_data):

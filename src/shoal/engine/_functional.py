@@ -23,6 +23,7 @@ those of a plain run (only deterministic modules are compared exactly).
 from __future__ import annotations
 
 import copy
+import difflib
 import inspect
 import math
 import time
@@ -85,10 +86,6 @@ def build_member(model: Any, config: Mapping[str, Any], seed: int, data: TensorD
     return module.to(data.X_train.device)
 
 
-# What a model class's arguments may take from the data, by name.
-DATA_ARGS = ("input_shape", "n_inputs", "in_features", "n_outputs", "out_features", "n_classes")
-
-
 def _class_kwargs(cls: type, config: Mapping[str, Any], data: TensorData) -> dict[str, Any]:
     shape = tuple(data.input_shape)
     given = {"input_shape": shape, "n_inputs": int(np.prod(shape)), "in_features": int(np.prod(shape)),
@@ -111,6 +108,23 @@ def check_class_args(cls: type, available: Iterable[str]) -> None:
     if missing:
         raise ConfigError(f"{cls.__name__}() needs {missing}, which neither the search space nor the data gives: "
                           f"add them to the space (a Fixed value for a constant) or give them defaults.")
+
+
+def check_space_read(cls: type, space: Any) -> None:
+    """Every parameter of ``space`` is read: by ``cls`` (an argument of its constructor) or by the
+    training loop (``OPTIM_KEYS``), or it is a condition of another parameter. A misspelled name
+    would otherwise be sampled and recorded in every trial and change nothing."""
+    if any(p.kind == p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values()):
+        return  # **kwargs: the class may read anything
+    readers = set(_args(cls)) | set(OPTIM_KEYS)
+    conditions = {key for p in space for key in p.when}
+    unread = [n for n in space.names() if n not in readers and n not in conditions]
+    if unread:
+        close = difflib.get_close_matches(unread[0], sorted(readers), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"The space's parameter(s) {unread} are read neither by {cls.__name__}() (its arguments: "
+                          f"{', '.join(_args(cls)) or 'none'}) nor by the training loop ({', '.join(OPTIM_KEYS)}): "
+                          f"every trial would sample them for nothing.{hint} Rename or drop them.")
 
 
 def signature(module: nn.Module) -> tuple:
