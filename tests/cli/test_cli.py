@@ -226,3 +226,17 @@ def test_show_says_when_no_trial_completed(workdir, monkeypatch, capsys):
     assert run_cli(monkeypatch, "show", "-s", "none.db") == 0
     out = capsys.readouterr().out
     assert "no complete trial yet" in out and "best 0 of 0" not in out and "out of memory" in out
+
+
+def test_show_names_a_user_objective_not_data_it_never_read(workdir, monkeypatch, capsys):
+    import shoal
+
+    def error_rate(config):
+        return config["x"] ** 2
+
+    shoal.tune(error_rate, space=shoal.Space([shoal.Float("x", -1.0, 1.0)]), metric="error", trials=2,
+               storage="o.db", progress=False)
+    capsys.readouterr()
+    assert run_cli(monkeypatch, "show", "-s", "o.db") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "metric=error" in out and "error_rate" in out and "data=" not in out and "preset=" not in out, out

@@ -193,7 +193,10 @@ def show(
     console.print(f"[bold]{s.study_name}[/]: {len(trials)} trials "
                   + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
     if settings:
-        shown = {k: settings[k] for k in ("data", "preset", "strategy", "epochs", "metric") if k in settings}
+        # a user's own objective: its name, not the data and preset it never read
+        keys = ("objective", "strategy", "metric") if "objective" in settings else \
+            ("data", "preset", "strategy", "epochs", "metric")
+        shown = {k: settings[k] for k in keys if k in settings}
         if len(settings.get("objectives") or []) > 1:
             shown["metric"] = ",".join(settings["objectives"])
         if settings.get("constraints"):
