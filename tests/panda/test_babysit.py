@@ -139,6 +139,22 @@ def test_fork_starts_from_the_checkpoint_with_new_settings_and_stores_lineage(wo
     assert len(load("p.db").trials) == 2
 
 
+def test_a_fork_gives_its_new_settings_the_whole_plateau_patience(workdir):
+    from shoal.panda._checkpoint import save_checkpoint
+
+    parent = shoal.babysit(data="digits", params=SMALL, epochs=3, storage="p.db", progress=False, device="cpu",
+                           plateau="2,0.5")
+    # the parent's epoch-2 state one epoch into a plateau that nothing can end (best -inf)
+    state = load_checkpoint(parent.checkpoints / "epoch-002.pt")
+    state["plateau"] = {"best": float("-inf"), "wait": 1}
+    save_checkpoint(state, parent.checkpoints, "epoch-002.pt")
+    child = panda.fork(trial=0, epoch=2, params={"lr": 0.003}, epochs=4, storage="p.db", progress=False)
+    # carried over, the count would have reached the patience after epoch 3 and halved 0.003 for
+    # epoch 4; started again, it reaches it only after epoch 4, the last
+    assert [r.lr for r in child.history.epochs][2:] == pytest.approx([0.003, 0.003])
+    assert not [e for e in child.events if e["what"] == "plateau"]
+
+
 def _wait_for(predicate, timeout=60.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

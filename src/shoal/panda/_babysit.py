@@ -264,6 +264,8 @@ def fork(
     trainer = _trainer(config, prepared, settings, _plateau_of(settings), seed=int(parent.user_attrs["seed"]),
                        code=code)
     trainer.load_state_dict(state)
+    if trainer.plateau is not None:
+        trainer.plateau.wait = 0  # new settings get the whole patience (the best loss so far stays)
     if "lr" in changes:
         trainer.scale = 1.0
     trainer.paused = paused

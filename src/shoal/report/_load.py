@@ -30,8 +30,6 @@ __all__ = ["build_report", "load_report", "objective_names", "open_stored_study"
 # ---------------------------------------------------------------------------------------------- load
 def open_stored_study(storage: str | None, study: str | None) -> optuna.Study:
     """Open a study that ``shoal tune`` (or anything Optuna) stored; pick the only one if unnamed."""
-    from pathlib import Path
-
     import optuna
 
     from shoal.study import resolve_storage
