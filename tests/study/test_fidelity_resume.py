@@ -108,6 +108,24 @@ def test_state_files_are_removed_and_an_unpicklable_state_only_turns_resume_off(
     assert not list(files.folder.glob(f"{files.stem}.*"))
 
 
+def test_a_fidelity_objective_without_state_is_warned_about_once(workdir, caplog):
+    def fn(config, epochs, state=None):  # no state: each call starts over
+        return config["x"]
+
+    result = shoal.tune(fn, space=Space([Float("x", 0.0, 1.0)]), strategy="random", trials=3, epochs=2,
+                        storage="n.db", progress=False)
+    assert all(t.state.name == "COMPLETE" for t in result.study.trials)
+    assert caplog.text.count("returned no state") == 1
+
+    def stateful(config, epochs, state=None):
+        return config["x"], (state or 0) + epochs
+
+    caplog.clear()
+    shoal.tune(stateful, space=Space([Float("x", 0.0, 1.0)]), strategy="random", trials=2, epochs=2,
+               storage="m.db", progress=False)
+    assert "returned no state" not in caplog.text
+
+
 def test_ctrl_c_stops_after_the_epoch_and_the_same_call_goes_on_from_it(workdir):
     import os
 

@@ -187,6 +187,7 @@ def run_fidelity(runner: StudyRunner, objective: Callable[..., Any], exp: Experi
     import optuna
 
     files = StateFiles(exp.storage, runner.study.study_name)
+    stateless_warned = False
     while (job := runner.ask()) is not None:
         state, curve = None, []
         saved = files.take(job.number, job.trial.user_attrs.get("retry_of"))
@@ -200,6 +201,11 @@ def run_fidelity(runner: StudyRunner, objective: Callable[..., Any], exp: Experi
         try:
             for epoch in range(len(curve) + 1, exp.epochs + 1):
                 value, state = _call(objective, job.config, 1, state, runner.objectives[0])
+                if state is None and exp.epochs > 1 and not stateless_warned:
+                    stateless_warned = True
+                    log.warning("the fidelity objective returned no state: each call trains from scratch, so a "
+                                "trial's epochs do not build on each other. Return (value, state) with what "
+                                "training needs to go on (the model and optimizer).")
                 if not math.isfinite(value):
                     raise ValueError(f"the objective returned {value} at epoch {epoch}")
                 curve.append(value)
