@@ -42,6 +42,8 @@ def test_report_holds_every_section_and_no_external_url(known_db, tmp_path):
         assert f'id="fig-{name}"' in page, name
     assert "training diverged at epoch 1" in page  # failed trials listed with their reason
     assert "overfit" in page and "stage" in page
+    # 4 complete trials: the importance is read as a hint
+    assert "From 4 complete trials only: with fewer than 20, a parameter can look important by chance" in page
 
 
 def test_every_figure_is_valid_plotly(known_db):
@@ -75,6 +77,7 @@ def test_cli_report_prints_tables_and_writes_html(known_db, workdir, monkeypatch
     out = capsys.readouterr().out
     assert "best val_loss 0.2 at trial 5" in out
     assert "parameter importance (fANOVA)" in out and "1 of 5 trials flagged overfitting" in out
+    assert "importance from 4 complete trials only: a hint" in " ".join(out.split())
     assert "report written to" in out and (workdir / "out.html").stat().st_size > 1_000_000
     assert run_cli(monkeypatch, "report", "-s", str(known_db), "--no-html") == 0
     assert "report written" not in capsys.readouterr().out

@@ -333,6 +333,9 @@ def _pareto_matrix_fig(d: ReportData, html_text: bool = True) -> dict | None:
     return {"data": traces, "layout": _layout(height=max(480, size), dragmode="select", hovermode="closest")}
 
 
+FEW_FOR_IMPORTANCE = 20  # complete trials below which importance is flagged as a hint
+
+
 def _importance_fig(d: ReportData) -> dict | None:
     per = {o: imp for o, imp in d.objective_importance.items() if imp.values}
     if len(per) > 1:  # one bar per objective and parameter, parameters in the first objective's order
@@ -631,7 +634,9 @@ def render_html(d: ReportData) -> str:
     imp = d.importance
     per = [o for o, i in d.objective_importance.items() if i.values]
     put("importance", _importance_fig(d), f"Optuna's {imp.evaluator} importance over the sampled parameters "
-        "that varied in every complete trial" + (f", for each objective ({', '.join(per)})." if len(per) > 1 else "."),
+        "that varied in every complete trial" + (f", for each objective ({', '.join(per)})." if len(per) > 1 else ".")
+        + (f" From {n_complete} complete trials only: with fewer than {FEW_FOR_IMPORTANCE}, a parameter can look "
+           "important by chance; read it as a hint." if n_complete < FEW_FOR_IMPORTANCE else ""),
         f"No importance: {imp.reason}.")
     if d.best:
         header, rows = best_table_rows(d)

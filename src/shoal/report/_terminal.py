@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shoal.report._html import (best_table_rows, constraints_summary, fmt, front_table_rows, gap_summary,
-                                infeasible_table_rows, objectives_text, timing_rows, warm_rows, warm_summary)
+from shoal.report._html import (FEW_FOR_IMPORTANCE, best_table_rows, constraints_summary, fmt, front_table_rows,
+                                gap_summary, infeasible_table_rows, objectives_text, timing_rows, warm_rows, warm_summary)
 from shoal.report._sections import param_label
 
 if TYPE_CHECKING:
@@ -82,6 +82,10 @@ def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 
         console.print(table)
     else:
         console.print(f"[dim]importance: {d.importance.reason}[/]")
+    n_complete = len(d.history.numbers)
+    if (per or d.importance.values) and n_complete < FEW_FOR_IMPORTANCE:
+        console.print(f"[dim]importance from {n_complete} complete trials only: a hint, not a ranking "
+                      f"(fewer than {FEW_FOR_IMPORTANCE})[/]")
 
     if d.best:
         header, rows = best_table_rows(d)
