@@ -333,3 +333,27 @@ def test_a_spawned_trial_is_written_without_reading_the_study(workdir, monkeypat
 def test_quiet_from_python_points_to_progress(workdir):
     with pytest.raises(ConfigError, match=r"Unknown setting 'quiet'.*progress=False"):
         shoal.tune(data="digits", quiet=True, storage="q.db")
+
+
+def test_another_function_of_the_same_name_does_not_join_a_study(workdir):
+    # Two scripts that both define `objective` and share a storage: the default study name is the
+    # function's, so the second would have continued the first's study with another function.
+    import importlib.util
+
+    def load(name):
+        (workdir / f"{name}.py").write_text("def objective(config):\n    return config['x'] ** 2\n")
+        spec = importlib.util.spec_from_file_location(name, workdir / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.objective
+
+    first, second = load("first"), load("second")
+    space = Space([Float("x", -1.0, 1.0)])
+    shoal.tune(first, space=space, trials=2, storage="s.db", progress=False)
+    shoal.tune(first, space=space, trials=3, storage="s.db", progress=False)  # the same function goes on
+    with pytest.raises(ConfigError, match=r"made by objective in .*first\.py; this run tunes objective in .*second\.py"):
+        shoal.tune(second, space=space, trials=4, storage="s.db", progress=False)
+    assert len(optuna.load_study(study_name="objective", storage="sqlite:///s.db").trials) == 3
+    # named on purpose, it continues
+    assert len(shoal.tune(second, space=space, trials=4, storage="s.db", study="objective",
+                          progress=False).study.trials) == 4

@@ -322,6 +322,18 @@ def _objective_names(metric: Any, direction: str | list[str] | None) -> tuple[li
     return names, direction
 
 
+def _source_of(objective: Callable[..., Any]) -> str | None:
+    """The real path of the file that defines ``objective`` (None for builtins and the like)."""
+    import inspect
+
+    try:
+        path = inspect.getsourcefile(objective)
+    except TypeError:
+        return None
+    # a notebook cell's "file" is a name in a temporary folder, another at each run: not a place
+    return os.path.realpath(path) if path and os.path.isfile(path) else None
+
+
 def _check_signature(objective: Callable[..., Any]) -> None:
     """Refuse an objective shoal cannot call before it fails every trial the same way."""
     import inspect
@@ -367,8 +379,10 @@ def _tune_objective(objective, space, exp, direction, progress, console, metric_
     if len(directions) > 1 and (exp.strategy in ("pbt", "cmaes", "coarse-to-fine") or exp.pruner != "none"):
         raise ConfigError(f"Several objectives need a strategy that handles them (tpe, nsga2, gp, random, qmc, "
                           f"grid) and no pruner; got strategy {exp.strategy!r}, pruner {exp.pruner!r}.")
+    attrs = {"objective": getattr(objective, "__qualname__", repr(objective)), "objective_file": _source_of(objective)}
     if exp.study is None:
         exp.study = getattr(objective, "__name__", "objective")
+        attrs["default_name"] = True  # the study is named after the function: another one of that name is not it
     from shoal.study._fidelity import FunctionPool, has_fidelity, run_fidelity
 
     if len(directions) > 1 and has_fidelity(objective):
@@ -393,7 +407,7 @@ def _tune_objective(objective, space, exp, direction, progress, console, metric_
         def body(runner):
             runner.run_objective(objective)
     return _run(exp, space, directions, metric, body, progress, console,
-                attrs={"objective": getattr(objective, "__qualname__", repr(objective))})
+                attrs=attrs)
 
 
 # What a failed write of the storage says, and what the user can do about it.
@@ -459,11 +473,19 @@ MEASURE_SETTINGS = ("data", "preset", "epochs", "patience", "metric", "val_fract
                     "target", "seed")
 
 
-def _refuse_other_measures(study: optuna.Study, exp: Experiment, existing: int, objectives: list[str]) -> None:
+def _refuse_other_measures(study: optuna.Study, exp: Experiment, existing: int, objectives: list[str],
+                           attrs: Mapping[str, Any] | None = None) -> None:
     stored = study.user_attrs.get("shoal")
     if not isinstance(stored, Mapping):
         return  # a study shoal did not create, or an older one: nothing to compare with
     now = {**exp.to_dict(), "metric": list(objectives)}
+    if attrs is not None and attrs.get("default_name") and attrs.get("objective_file") and stored.get("objective_file") \
+            and os.path.isfile(stored["objective_file"]) and (
+            (stored.get("objective"), stored["objective_file"]) != (attrs["objective"], attrs["objective_file"])):
+        raise ConfigError(
+            f"The study {study.study_name!r} was made by {stored['objective']} in {stored['objective_file']}; this run "
+            f"tunes {attrs['objective']} in {attrs['objective_file']}, whose trials are another function's. Name "
+            f"this study (study='...'), or pass study={study.study_name!r} to continue that study on purpose.")
     stored = {**stored, "metric": stored.get("objectives", [stored.get("metric")])}
     # a function's values: what it computes is its own business, but not how long it trains
     keys = ("epochs", "metric") if "objective" in stored else MEASURE_SETTINGS
@@ -511,7 +533,7 @@ def _run(exp: Experiment, space: Space, direction: str | list[str], metric: str,
     study = open_study(storage, exp.study_name, directions, sampler, pruner)
     existing = len(study.get_trials(deepcopy=False))
     if existing:
-        _refuse_other_measures(study, exp, existing, objectives)
+        _refuse_other_measures(study, exp, existing, objectives, attrs)
     if existing and exp.strategy != "grid":
         # A resumed study: the sampler's random stream continues from what is stored rather than
         # restarting at the study seed (which drew the stored trials' parameters once again).
