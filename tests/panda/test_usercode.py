@@ -155,10 +155,12 @@ def test_user_model_babysits_like_the_trainer_and_forks(workdir):
     ({"objective": lambda config: 0.0}, "must take a fidelity argument"),
     ({"objective": "no_such_module_here:fn"}, "Cannot import 'no_such_module_here:fn'"),
     ({"model": Net(64, 10)}, "must be an nn.Module class or a builder"),
+    ({"model": Net, "params": {"lr": 0.01, "hiden": 32}}, r"\['hiden'\] are read neither by Net\(\).*'hidden'\?"),
 ])
 def test_bad_user_code_is_a_config_error_and_writes_nothing(workdir, kwargs, message):
+    params = kwargs.pop("params", {"lr": 0.01})
     with pytest.raises(ConfigError, match=message):
-        shoal.babysit(params={"lr": 0.01}, epochs=1, storage="p.db", progress=False, **kwargs)
+        shoal.babysit(params=params, epochs=1, storage="p.db", progress=False, **kwargs)
     assert not (workdir / "p.db").exists()
 
 

@@ -110,21 +110,21 @@ def check_class_args(cls: type, available: Iterable[str]) -> None:
                           f"add them to the space (a Fixed value for a constant) or give them defaults.")
 
 
-def check_space_read(cls: type, space: Any) -> None:
-    """Every parameter of ``space`` is read: by ``cls`` (an argument of its constructor) or by the
-    training loop (``OPTIM_KEYS``), or it is a condition of another parameter. A misspelled name
-    would otherwise be sampled and recorded in every trial and change nothing."""
+def check_read(cls: type, names: Iterable[str], conditions: Iterable[str] = (), what: str = "The space's parameter(s)",
+               waste: str = "every trial would sample them for nothing") -> None:
+    """Every name is read: by ``cls`` (an argument of its constructor) or by the training loop
+    (``OPTIM_KEYS``), or it is a condition of another parameter. A misspelled name would otherwise
+    be recorded with every trial and change nothing."""
     if any(p.kind == p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values()):
         return  # **kwargs: the class may read anything
     readers = set(_args(cls)) | set(OPTIM_KEYS)
-    conditions = {key for p in space for key in p.when}
-    unread = [n for n in space.names() if n not in readers and n not in conditions]
+    unread = [n for n in names if n not in readers and n not in set(conditions)]
     if unread:
         close = difflib.get_close_matches(unread[0], sorted(readers), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"The space's parameter(s) {unread} are read neither by {cls.__name__}() (its arguments: "
+        raise ConfigError(f"{what} {unread} are read neither by {cls.__name__}() (its arguments: "
                           f"{', '.join(_args(cls)) or 'none'}) nor by the training loop ({', '.join(OPTIM_KEYS)}): "
-                          f"every trial would sample them for nothing.{hint} Rename or drop them.")
+                          f"{waste}.{hint} Rename or drop them.")
 
 
 def signature(module: nn.Module) -> tuple:

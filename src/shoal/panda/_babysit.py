@@ -331,6 +331,10 @@ def _user_code(model: Any, objective: Any, params: Mapping[str, Any] | None) -> 
         if isinstance(code, nn.Module) or not callable(code):
             raise ConfigError("The 'model' must be an nn.Module class or a builder build(config) -> nn.Module. "
                               f"Got {code!r} instead.")
+        if isinstance(code, type):
+            from shoal.engine._functional import check_read
+
+            check_read(code, plain, what="The parameter(s)", waste="the run would record them and ignore them")
         return "model", code, normalize(plain)
     if not callable(code):
         raise ConfigError(f"The 'objective' must be a function fn(config, epochs, state=None). Got {code!r} instead.")

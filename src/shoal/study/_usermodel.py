@@ -62,10 +62,10 @@ def tune_model(model: Any, exp: Experiment, space: Space | None, direction: str 
                           f"each trial gets its own weights. Got {what} instead.")
     space = space.copy().update(exp.params)
     if isinstance(model, type):  # a class whose arguments the space lacks fails every trial: say so now
-        from shoal.engine._functional import DATA_ARGS, check_class_args, check_space_read
+        from shoal.engine._functional import DATA_ARGS, check_class_args, check_read
 
         check_class_args(model, [*space.names(), *DATA_ARGS])
-        check_space_read(model, space)
+        check_read(model, space.names(), {key for p in space for key in p.when})
     if exp.study is None:
         exp.study = f"{exp.study_name.rsplit('-', 1)[0]}-{model_name(model)}"
     data = prepare_data(exp)
