@@ -428,7 +428,7 @@ def best_table_rows(d: ReportData) -> tuple[list[str], list[list[str]]]:
     # Every objective of a multi-objective study; val_acc as well unless it is one of them.
     objectives = d.objectives if d.multi else [d.metric]
     acc = [] if "val_acc" in objectives else ["val_acc"]
-    header = ["#", *objectives, *acc, "seconds", "epochs", *names]
+    header = ["#", *objectives, *acc, "wall s", "epochs", *names]  # the trial's wall time (show's "train s": its training)
     rows = [[str(b.number), *([fmt(v) for v in b.values] if d.multi else [fmt(b.value)]),
              *([fmt(b.val_acc)] if acc else []), fmt(b.seconds), fmt(b.epochs_run),
              *[fmt(b.config.get(n)) for n in names]] for b in d.best]

@@ -89,7 +89,7 @@ def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 
 
     if d.best:
         header, rows = best_table_rows(d)
-        keep = [i for i, h in enumerate(header) if h not in ("seconds", "epochs")][:9]  # #, values, key parameters
+        keep = [i for i, h in enumerate(header) if h not in ("wall s", "epochs")][:9]  # #, values, key parameters
         by = f" by {d.metric}" if d.multi else ""
         console.print(_table(f"best {min(top, len(rows))} {'feasible ' if d.constrained else ''}configurations{by}",
                              header, rows[:top], keep))

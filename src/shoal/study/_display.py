@@ -209,7 +209,7 @@ def summary_table(study: optuna.Study, *, top: int = 5, metric: str = "value"):
     names = names[:6]
     table = Table(title=title)
     extra = ["val_acc"] if columns[0] != "val_acc" and len(columns) == 1 else []
-    for col in ("#", *columns, *extra, "s", *names):
+    for col in ("#", *columns, *extra, "train s", *names):
         table.add_column(col, justify="right", no_wrap=True, min_width=3 if col == "#" else min(max(len(col), 6), 9))
     for t in shown:
         table.add_row(*trial_row(t, names, len(columns), acc=bool(extra)))

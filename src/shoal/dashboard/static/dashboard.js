@@ -189,7 +189,7 @@ function studyPage() {
     for (const b of d.top) for (const k of Object.keys(b.config || {})) if (!keys.includes(k)) keys.push(k);
     const objs = multi ? d.objectives : [d.metric];
     const acc = objs.includes("val_acc") ? [] : ["val_acc"];
-    setHead(top, ["#", ...objs, ...acc, "seconds", "epochs", ...keys]);
+    setHead(top, ["#", ...objs, ...acc, "wall s", "epochs", ...keys]);
     fillRows(top, d.top.map((b) => [link(String(b.number), trialHref(name, b.number)), ...(multi ? b.values : [b.value]),
                                     ...(acc.length ? [b.val_acc] : []), b.seconds, b.epochs, ...keys.map((k) => (b.config || {})[k])]));
     fillRows($("stages"), d.stages.map((s) => [fmt(s.stage), s.trials, s.complete, s.best_value, s.best_trial]));
