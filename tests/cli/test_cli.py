@@ -180,10 +180,17 @@ def test_continuing_a_study_with_settings_that_change_its_measure_is_refused(wor
         err = " ".join(capsys.readouterr().err.split())
         assert f"The study 'digits-mlp' holds 3 trial(s) measured with {was}" in err, err
         assert "start another study with --study NAME" in err
+        # --check says so too, before a run would
+        assert run_cli(monkeypatch, "tune", *args, "--trials", "4", "--check") == 2
+        assert f"measured with {was}" in " ".join(capsys.readouterr().err.split())
     study = optuna.load_study(study_name="digits-mlp", storage="sqlite:///shoal.db")
     assert len(study.trials) == 3 and study.user_attrs["shoal"]["strategy"] == "tpe"
     # another study name is a fresh start
     assert run_cli(monkeypatch, "tune", *SMALL, "--seed", "1", "--trials", "1", "--study", "other") == 0
+    # with k-fold, every row is validated once: val_fraction does not change the measure
+    assert run_cli(monkeypatch, "tune", *SMALL, "--folds", "2", "--trials", "1", "--study", "k") == 0
+    assert run_cli(monkeypatch, "tune", *SMALL, "--folds", "2", "--val-fraction", "0.4", "--trials", "2",
+                   "--study", "k") == 0
 
 
 def test_a_study_continues_on_the_same_file_named_from_another_folder(workdir, monkeypatch, capsys):

@@ -147,3 +147,11 @@ def test_a_module_that_is_nowhere_says_how_to_name_it(workdir):
     with pytest.raises(ConfigError, match=r"No module named 'nomodule'\. Run from the folder that holds it, name "
                                           r"the file \(path/to/nomodule\.py:objective\), or add its folder"):
         load_path("nomodule:objective")
+
+
+def test_control_and_fork_on_a_mistyped_storage_say_so_and_create_nothing(workdir, shoal_cli):
+    for args in (["control", "lr", "0.001", "-s", "nosuch.db"], ["control", "pause", "-s", "nosuch.db"],
+                 ["fork", "--trial", "0", "--epoch", "1", "-p", "lr=0.1", "-s", "nosuch.db"]):
+        r = shoal_cli(*args)
+        assert r.returncode == 2 and "Storage file not found: 'nosuch.db'. Check the path" in r.stderr, (args, r)
+        assert not (workdir / "nosuch.db").exists()

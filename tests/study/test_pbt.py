@@ -103,6 +103,19 @@ def test_pbt_study_copies_the_best_and_records_lineage(workdir, workers):
     assert "replayed 6 epochs" in out.output
     diff = re.search(r"largest\s+difference\s+over\s+the\s+curve\s+([-+0-9.e]+)\)", out.output)
     assert diff and float(diff.group(1)) < 1e-5
+    # a replaced member replays its own epochs, not the study's, and is compared epoch for epoch
+    replaced = next(t for t in trials.values() if t.state.name == "PRUNED")
+    n = len(replaced.user_attrs["curves"]["val_loss"])
+    out = CliRunner().invoke(app, ["schedule", "-s", "pbt.db", "--study", "pbt", "--trial", str(replaced.number),
+                                   "--replay"])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert f"replayed {n} epochs (the trial pruned there)" in text, text
+    assert f"(recorded {replaced.user_attrs['curves']['val_loss'][-1]:.6g};" in text
+    # a path that cannot be written is a ConfigError (one paragraph from `shoal`), not a traceback
+    out = CliRunner().invoke(app, ["schedule", "-s", "pbt.db", "--study", "pbt", "-o", "no/such/dir/x.json"])
+    assert isinstance(out.exception, ConfigError), out.exception
+    assert "Cannot write the schedule to 'no/such/dir/x.json': No such file or directory" in str(out.exception)
 
 
 def test_pbt_refuses_what_it_cannot_do(workdir):

@@ -357,3 +357,14 @@ def test_another_function_of_the_same_name_does_not_join_a_study(workdir):
     # named on purpose, it continues
     assert len(shoal.tune(second, space=space, trials=4, storage="s.db", study="objective",
                           progress=False).study.trials) == 4
+
+
+def test_an_experiment_file_that_is_not_text_or_is_a_folder_is_named_as_such(workdir):
+    from shoal.study import load_experiment
+
+    (workdir / "binary.toml").write_bytes(b"\xff\xfe\x00data")
+    with pytest.raises(ConfigError, match=r"'binary.toml' is not text \(TOML is UTF-8\)"):
+        load_experiment("binary.toml")
+    (workdir / "runs").mkdir()
+    with pytest.raises(ConfigError, match=r"'runs' is a folder, not an experiment file"):
+        load_experiment("runs")

@@ -47,7 +47,11 @@ def schedule(
         previous = cfg
     console.print(table)
     if output is not None:
-        output.write_text(json.dumps({"study": st.study_name, "trial": t.number, "schedule": sched}, indent=2))
+        try:
+            output.write_text(json.dumps({"study": st.study_name, "trial": t.number, "schedule": sched}, indent=2))
+        except OSError as exc:
+            raise ConfigError(f"Cannot write the schedule to {str(output)!r}: {exc.strerror}. Give a path in a folder "
+                              "that exists and that you may write to.") from None
         console.print(f"schedule written to {output}")
     if replay:
         from shoal.study import make_experiment
@@ -57,11 +61,18 @@ def schedule(
         settings = dict(st.user_attrs.get("shoal", {}))
         keep = {k: settings[k] for k in ("data", "preset", "seed", "val_fraction", "test_fraction", "target",
                                           "device") if k in settings}
-        exp = make_experiment({**keep, "epochs": int(settings.get("epochs", len(t.user_attrs["curves"]["val_loss"])))})
+        recorded = t.user_attrs.get("curves", {}).get("val_loss", [])
+        if not recorded:
+            raise ConfigError(f"Trial {t.number} recorded no epoch ({t.state.name.lower()}): there is nothing to "
+                              "replay and compare. Pick a trial with a curve (`shoal show`).")
+        # the trial's own epochs (a replaced or failed member stopped before the study's last epoch)
+        exp = make_experiment({**keep, "epochs": len(recorded)})
         records = run_replay(sched, prepare_data(exp).folds[0], family=exp.preset, epochs=exp.epochs)
-        recorded = t.user_attrs["curves"]["val_loss"]
         diff = max(abs(a.val_loss - b) for a, b in zip(records, recorded))
-        console.print(f"replayed {len(records)} epochs: final validation loss {records[-1].val_loss:.6g} "
+        why = t.user_attrs.get("fail_reason")
+        state = "" if t.state.name == "COMPLETE" else f" (the trial {t.state.name.lower()} there" + \
+            (f": {why}" if why else "") + ")"
+        console.print(f"replayed {len(records)} epochs{state}: final validation loss {records[-1].val_loss:.6g} "
                       f"(recorded {recorded[-1]:.6g}; largest difference over the curve {diff:.2g})")
 
 

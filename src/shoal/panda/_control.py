@@ -55,8 +55,9 @@ def is_alive(trial: optuna.trial.FrozenTrial) -> bool:
 def _open(storage: Any, study: str | None) -> optuna.Study:
     import optuna
 
-    from shoal.study._experiment import resolve_storage
+    from shoal.study._experiment import check_stored, resolve_storage
 
+    check_stored(storage)  # a mistyped path: say so, and do not create an empty database there
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     resolved = resolve_storage(storage)
     names = list(optuna.get_all_study_names(resolved))

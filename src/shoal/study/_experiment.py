@@ -283,12 +283,16 @@ def load_experiment(path: str | Path, **overrides: Any) -> Experiment:
     import tomllib
 
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{str(p)!r} is a folder, not an experiment file (a .toml file). Give the file's path.")
     if not p.is_file():
         raise ConfigError(f"Experiment file not found: {str(p)!r}. Check the path, or use flags such as --data digits.")
     try:
-        raw = tomllib.loads(p.read_text())
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"The experiment file {str(p)!r} is not valid TOML: {exc}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"The experiment file {str(p)!r} is not text (TOML is UTF-8): is it the right file?") from None
     settings = _table(raw.pop("experiment", {}), "[experiment]", p)
     params = _table(raw.pop("space", {}), "[space]", p)
     settings.update(raw)

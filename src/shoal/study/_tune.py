@@ -235,9 +235,32 @@ def check(experiment: str | Experiment | None = None, **settings: Any) -> str:
                  grid_points=exp.grid_points)
     make_pruner(exp.pruner, epochs=exp.epochs)
     storage = resolve_storage(exp.storage, create=False)
+    stored = _stored_study(exp)
+    if stored is not None:  # a run would continue it: refused where its measure differs
+        existing = len(stored.get_trials(deepcopy=False))
+        if existing:
+            _refuse_other_measures(stored, exp, existing, exp.metric.split(","))
     return (f"{exp.study_name}: {data.description}; {engine} engine on {data.device}; {exp.strategy}, "
             f"{_budget(exp)} x {exp.epochs} epochs over {len(space.describe().splitlines())} "
             f"parameters; storage {storage}. Nothing was written.")
+
+
+def _stored_study(exp: Experiment) -> optuna.Study | None:
+    """The study a run of ``exp`` would continue, when its storage is a file that exists (opening a
+    file that does not exist would create it; a server is only reached by ``--check``)."""
+    import optuna
+
+    s = str(exp.storage or "shoal.db")
+    if "://" in s and not s.startswith("sqlite:///"):
+        return None
+    path = s.removeprefix("sqlite:///").removeprefix("journal:")
+    if not os.path.isfile(path):
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = resolve_storage(exp.storage)
+    if exp.study_name not in optuna.get_all_study_names(storage):
+        return None
+    return optuna.load_study(study_name=exp.study_name, storage=storage)
 
 
 def _budget(exp: Experiment) -> str:
@@ -489,6 +512,8 @@ def _refuse_other_measures(study: optuna.Study, exp: Experiment, existing: int, 
     stored = {**stored, "metric": stored.get("objectives", [stored.get("metric")])}
     # a function's values: what it computes is its own business, but not how long it trains
     keys = ("epochs", "metric") if "objective" in stored else MEASURE_SETTINGS
+    if stored.get("folds") and now.get("folds"):  # k-fold validates every row once: val_fraction is unused
+        keys = tuple(k for k in keys if k != "val_fraction")
     if stored.get("data_at") is not None:  # where the files are, whatever folder names them
         from shoal.data._loaders import data_location
 
