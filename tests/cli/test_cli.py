@@ -247,3 +247,16 @@ def test_show_names_a_user_objective_not_data_it_never_read(workdir, monkeypatch
     assert run_cli(monkeypatch, "show", "-s", "o.db") == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "metric=error" in out and "error_rate" in out and "data=" not in out and "preset=" not in out, out
+
+
+def test_task_overrides_the_inferred_one(workdir, monkeypatch, capsys):
+    # 60 integer labels: more than the 50 that are read as classes, so regression unless told
+    rng = np.random.default_rng(0)
+    rows = [f"{a:.3f},{b:.3f},{i % 60}" for i, (a, b) in enumerate(rng.normal(size=(600, 2)))]
+    (workdir / "c60.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    assert run_cli(monkeypatch, "tune", "--data", "c60.csv", "--check") == 0
+    assert "regression" in " ".join(capsys.readouterr().out.split())
+    assert run_cli(monkeypatch, "tune", "--data", "c60.csv", "--task", "classification", "--check") == 0
+    assert "60 classes" in " ".join(capsys.readouterr().out.split())
+    assert run_cli(monkeypatch, "tune", "--data", "c60.csv", "--task", "labels", "--check") == 2
+    assert "The 'task' setting must be 'classification' or 'regression'" in " ".join(capsys.readouterr().err.split())

@@ -83,6 +83,8 @@ def tune(
                                                        "quarter of the free memory).")] = None,
     grid_points: Annotated[Optional[int], typer.Option(help="Values per continuous parameter for grid" + _default("grid_points") + ".")] = None,
     target: Annotated[Optional[str], typer.Option(help="CSV target column (default: the last).")] = None,
+    task: Annotated[Optional[str], typer.Option(help="classification or regression (default: inferred from the "
+                                                "target: strings, and integers with at most 50 values, are classes).")] = None,
     download: Annotated[bool, typer.Option("--download", help="Download MNIST files when missing.")] = False,
     timeout: Annotated[Optional[float], typer.Option(help="Time limit in seconds: no trial starts after it, and trials in training stop at the end of their current epoch (recorded as pruned, stopped=timeout; PBT ranks its population as it stands).")] = None,
     stages: Annotated[Optional[str], typer.Option(help="coarse-to-fine stages, e.g. 'qmc:0.4,tpe' (a count or "
@@ -106,7 +108,7 @@ def tune(
     flags = dict(data=data, preset=preset, strategy=strategy, trials=trials, epochs=epochs, metric=metric,
                  constraints=constraint or None,
                  storage=storage, study=study, seed=seed, pruner=pruner, val_fraction=val_fraction, folds=folds,
-                 patience=patience, device=device, engine=engine, population=population, workers=workers, executor=executor, address=address, memory_mb=memory_mb, grid_points=grid_points, target=target, timeout=timeout,
+                 patience=patience, device=device, engine=engine, population=population, workers=workers, executor=executor, address=address, memory_mb=memory_mb, grid_points=grid_points, target=target, task=task, timeout=timeout,
                  download=download or None, stages=stages, top_fraction=top_fraction, pbt_interval=pbt_interval,
                  pbt_quantile=pbt_quantile, pbt_explore=pbt_explore)
     params = dict(parse_override(p) for p in (param or []))

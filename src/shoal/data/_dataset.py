@@ -246,7 +246,7 @@ def _check_class_indices(y: np.ndarray, classes: list) -> tuple[np.ndarray, list
     if len(np.unique(y)) < 2:
         raise ConfigError(
             f"Classification needs at least 2 classes. Got only the class {classes[low]!r} "
-            f"instead; check the target column, or use task='regression'."
+            f"instead; check the target column, or use task='regression' (--task regression)."
         )
     return y, classes
 
@@ -255,7 +255,7 @@ def _as_regression_target(y: np.ndarray) -> np.ndarray:
     if y.dtype.kind not in "biuf":
         raise ConfigError(
             f"Regression targets must be numbers. Got dtype {y.dtype} instead; use "
-            f"task='classification' for labels."
+            f"task='classification' (--task classification) for labels."
         )
     if y.ndim not in (1, 2):
         raise ConfigError(

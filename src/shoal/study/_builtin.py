@@ -33,7 +33,7 @@ def prepare_data(exp: Experiment) -> PreparedData:
 
     from shoal.study._objectives import check_measures, parse_constraints
 
-    ds = load_dataset(exp.data, target=exp.target, download=exp.download)
+    ds = load_dataset(exp.data, target=exp.target, task=exp.task, download=exp.download)
     check_measures(exp.objectives, ds.task, exp.folds)
     check_measures([c.measure for c in parse_constraints(exp.constraints)], ds.task, exp.folds, "constraint on")
     if exp.preset == "cnn" and len(ds.input_shape) != 3:

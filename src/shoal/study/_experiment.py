@@ -72,6 +72,7 @@ class Experiment:
     memory_mb: float | None = None
     grid_points: int = 3
     target: str | None = None
+    task: str | None = None  # "classification" or "regression"; None: inferred from the target
     download: bool = False
     timeout: float | None = None
     stages: list[str] | None = None
@@ -115,6 +116,9 @@ class Experiment:
         from shoal.space import PRESETS
 
         self._validate_types()
+        if self.task not in (None, "classification", "regression"):
+            raise ConfigError(f"The 'task' setting must be 'classification' or 'regression' (or left out: inferred "
+                              f"from the target). Got {self.task!r} instead.")
         if self.preset not in PRESETS:
             from shoal.space import preset
 

@@ -493,7 +493,7 @@ def _storage_faults(run: Callable) -> Callable:
 # sampler together, so a run that continues a study must keep them (budget, strategy, space,
 # workers and the like may change).
 MEASURE_SETTINGS = ("data", "preset", "epochs", "patience", "metric", "val_fraction", "test_fraction", "folds",
-                    "target", "seed")
+                    "target", "task", "seed")
 
 
 def _refuse_other_measures(study: optuna.Study, exp: Experiment, existing: int, objectives: list[str],
