@@ -121,6 +121,11 @@ def test_stratification_impossible_suggests_the_fix():
         train_val_split(ds)
     s = train_val_split(ds, stratify=False)
     _assert_partition(s, 20)
+    # the user's own labels, a few of them, and what to do from the command line
+    many = from_arrays(np.zeros((60, 1)), ["a"] * 40 + [f"rare{i}" for i in range(20)])
+    with pytest.raises(ConfigError, match=r"20 class\(es\) have a single row \('rare0', 'rare1', 'rare10', "
+                                          r"'rare11', 'rare12' and 15 more\).*Drop or merge those rows"):
+        train_val_split(many)
 
 
 def test_kfold_errors(unbalanced, regression):

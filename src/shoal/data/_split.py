@@ -205,9 +205,18 @@ def _shuffle_split(
             idx, test_size=n_out, random_state=seed, stratify=_labels(dataset, idx, stratify)
         )
     except ValueError as exc:  # sklearn: a class too small to be spread over both parts
+        labels = _labels(dataset, idx, stratify)
+        values, counts = np.unique(labels, return_counts=True) if labels is not None else ([], [])
+        rare = [dataset.classes[int(v)] for v, c in zip(values, counts) if c < 2]
+        if not rare:
+            raise ConfigError(f"Could not stratify the {what} part of '{dataset.name}': {exc}. Use another "
+                              f"'{param}' (--{param.replace('_', '-')}).") from None
+        shown = ", ".join(repr(r) for r in rare[:5]) + (f" and {len(rare) - 5} more" if len(rare) > 5 else "")
         raise ConfigError(
-            f"Could not stratify the {what} part of '{dataset.name}': {exc} Use a larger "
-            f"'{param}', drop rare classes, or pass stratify=False."
+            f"Could not stratify the {what} part of '{dataset.name}': {len(rare)} class(es) have a single row "
+            f"({shown}), which cannot be on both sides of the split. Drop or merge those rows (a class needs 2 "
+            f"rows or more), or, if the target is a number to predict, use --task regression. (Python's split "
+            f"functions also take stratify=False.)"
         ) from None
     return np.sort(kept), np.sort(out)
 
