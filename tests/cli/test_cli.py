@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -260,3 +261,36 @@ def test_task_overrides_the_inferred_one(workdir, monkeypatch, capsys):
     assert "60 classes" in " ".join(capsys.readouterr().out.split())
     assert run_cli(monkeypatch, "tune", "--data", "c60.csv", "--task", "labels", "--check") == 2
     assert "The 'task' setting must be 'classification' or 'regression'" in " ".join(capsys.readouterr().err.split())
+
+
+def test_best_test_scores_the_best_trial_once_on_the_held_out_rows(workdir, monkeypatch, capsys):
+    import shoal
+    from shoal.data import load_dataset, prepare, train_val_split
+    from shoal.engine import TensorData, train
+
+    result = shoal.tune(data="digits", test_fraction=0.2, trials=3, epochs=3, storage="t.db", progress=False,
+                        params={"width": 32, "depth": 1, "batch_size": 128})
+    capsys.readouterr()
+    assert run_cli(monkeypatch, "best", "-s", "t.db", "--test", "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    best = result.best_trial
+    scored = out["test"]
+    assert scored["trial"] == best.number and scored["epochs"] == 3 and scored["rows"] == 359
+    study = optuna.load_study(study_name="digits-mlp", storage="sqlite:///t.db")
+    assert study.user_attrs["test"] == scored
+    # trained again as in the study: the same training run gives the recorded validation curve,
+    # and evaluated on the test rows it gives the score
+    ds = load_dataset("digits")
+    p = prepare(ds, train_val_split(ds, val_fraction=0.2, test_fraction=0.2, seed=0))
+    again = train(best.user_attrs["config"], TensorData.from_prepared(p), epochs=3, seed=best.user_attrs["seed"])
+    # (to float rounding, which training amplifies over epochs: the study ran in worker processes)
+    assert [r.val_loss for r in again.epochs] == pytest.approx(best.user_attrs["curves"]["val_loss"], rel=1e-2)
+    test_only = dataclasses.replace(p, X_val=p.X_test, y_val=p.y_test)
+    last = train(best.user_attrs["config"], TensorData.from_prepared(test_only), epochs=3, seed=best.user_attrs["seed"]).last
+    assert scored["test_loss"] == pytest.approx(last.val_loss) and scored["test_acc"] == pytest.approx(last.val_acc)
+    assert run_cli(monkeypatch, "show", "-s", "t.db") == 0
+    assert f"held-out test rows (359): trial {best.number}" in " ".join(capsys.readouterr().out.split())
+    # without held-out rows there is nothing to score
+    shoal.tune(data="digits", trials=1, epochs=1, storage="n.db", progress=False, params={"width": 32, "depth": 1})
+    assert run_cli(monkeypatch, "best", "-s", "n.db", "--test") == 2
+    assert "holds out no test rows (test_fraction = 0)" in " ".join(capsys.readouterr().err.split())

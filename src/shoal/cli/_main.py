@@ -208,6 +208,10 @@ def show(
         console.print(summary_table(s, top=top, metric=settings.get("metric", "value")))
     else:
         console.print("[yellow]no complete trial yet[/]")
+    scored = s.user_attrs.get("test")
+    if isinstance(scored, dict) and "test_loss" in scored:  # `shoal best --test`
+        acc = f", accuracy {scored['test_acc']:.4f}" if "test_acc" in scored else ""
+        console.print(f"held-out test rows ({scored['rows']}): trial {scored['trial']}, loss {scored['test_loss']:.4g}{acc}")
     failed = [t for t in trials if t.state.name == "FAIL"]
     if failed:
         table = Table(title="failed trials")
@@ -227,6 +231,8 @@ def best(
     where: Annotated[Optional[list[str]], typer.Option(help="Only trials within this limit, e.g. "
                                                        "'epoch_seconds<=2' (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the configuration as JSON only.")] = False,
+    test: Annotated[bool, typer.Option("--test", help="Train it again as in the study and evaluate it once on "
+                                       "the held-out test rows (a study with test_fraction > 0).")] = False,
 ) -> None:
     """Print the best trial's configuration: the best feasible one, or with --by / --where the best
     by one measure among the trials within limits (a point of a Pareto front)."""
@@ -245,8 +251,14 @@ def best(
     config = t.user_attrs.get("config", t.params)
     names = objectives_of(s)
     values = dict(zip(names, t.values))
+    scored = None
+    if test:
+        from shoal.study._builtin import test_score
+
+        scored = test_score(s, t)
     if as_json:
-        out = {"trial": t.number, "value": t.values[0] if len(t.values) == 1 else values, "config": config}
+        out = {"trial": t.number, "value": t.values[0] if len(t.values) == 1 else values, "config": config,
+               **({"test": scored} if scored else {})}
         typer.echo(json.dumps(out, indent=2))
         return
     from rich.table import Table
@@ -261,6 +273,10 @@ def best(
     measures = t.user_attrs.get("measures", {})
     if measures:
         console.print("[dim]" + ", ".join(f"{k}={v:.4g}" for k, v in measures.items()) + "[/]", highlight=False)
+    if scored:
+        acc = f", test accuracy [green]{scored['test_acc']:.4f}[/]" if "test_acc" in scored else ""
+        console.print(f"on the {scored['rows']} held-out test rows, trained again for {scored['epochs']} epochs: "
+                      f"test loss [green]{scored['test_loss']:.4g}[/]{acc} (stored as the study's 'test' attribute)")
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from shoal.study._experiment import Experiment
     from shoal.study._runner import Job, StudyRunner
 
-__all__ = ["PreparedData", "prepare_data", "run_builtin"]
+__all__ = ["PreparedData", "prepare_data", "run_builtin", "test_score"]
 
 
 @dataclass
@@ -49,6 +50,47 @@ def prepare_data(exp: Experiment) -> PreparedData:
     device = resolve_device(exp.device)
     folds = [TensorData.from_prepared(prepare(ds, s), device) for s in splits]
     return PreparedData(folds, describe(ds), str(device))
+
+
+def test_score(study: Any, trial: Any) -> dict[str, Any]:
+    """Train ``trial``'s configuration again as it trained in the study (its seed, its epochs, the
+    first fold's training rows) and evaluate it once on the held-out test rows (``test_fraction``).
+
+    The result (``test_loss``, ``test_acc`` for classification, and the trial, epochs and rows) is
+    stored in the study's user attribute ``test`` and returned. The test rows never took part in
+    the search: this is the unbiased estimate the validation values are not.
+    """
+    from shoal.data import kfold_splits, load_dataset, prepare, train_val_split
+    from shoal.engine import TensorData, resolve_device, train
+
+    from shoal.study._experiment import make_experiment
+
+    settings = dict(study.user_attrs.get("shoal") or {})
+    if "objective" in settings or "model" in settings:
+        raise ConfigError(f"The study {study.study_name!r} tunes your own code: shoal cannot train it again. "
+                          "Evaluate its best configuration on your test data yourself.")
+    if not settings.get("test_fraction"):
+        raise ConfigError(f"The study {study.study_name!r} holds out no test rows (test_fraction = 0). Give "
+                          "test_fraction (e.g. 0.2, in the experiment file or shoal.tune) when the study starts.")
+    known = {k: v for k, v in settings.items() if k in ("data", "preset", "seed", "val_fraction", "test_fraction",
+                                                        "folds", "target", "task", "device", "download")}
+    exp = make_experiment(known)
+    ds = load_dataset(exp.data, target=exp.target, task=exp.task, download=exp.download)
+    split = (kfold_splits(ds, k=exp.folds, seed=exp.seed, test_fraction=exp.test_fraction)[0] if exp.folds else
+             train_val_split(ds, val_fraction=exp.val_fraction, test_fraction=exp.test_fraction, seed=exp.seed))
+    p = prepare(ds, split)
+    # the test rows in the place of the validation rows: training never reads them (no patience here)
+    data = TensorData.from_prepared(dataclasses.replace(p, X_val=p.X_test, y_val=p.y_test), resolve_device(exp.device))
+    epochs = int(trial.user_attrs.get("epochs_run") or len(trial.user_attrs.get("curves", {}).get("val_loss", [])))
+    if epochs < 1:
+        raise ConfigError(f"Trial {trial.number} trained no epoch: there is nothing to evaluate.")
+    seed = int(trial.user_attrs.get("seed", 0))
+    last = train(trial.user_attrs.get("config", trial.params), data, family=exp.preset, epochs=epochs, seed=seed).last
+    result = {"trial": trial.number, "epochs": epochs, "rows": int(len(split.test)), "test_loss": last.val_loss}
+    if last.val_acc is not None:
+        result["test_acc"] = last.val_acc
+    study.set_user_attr("test", result)
+    return result
 
 
 def trial_attrs(folds: list[list], device: str, engine: str) -> dict[str, Any]:
