@@ -70,6 +70,14 @@ def test_csv_needs_header(tmp_path):
         load_dataset(write(tmp_path, "1,2,0\n3,4,1\n"))
 
 
+def test_csv_index_column_and_repeated_names_are_refused(tmp_path):
+    # pandas' to_csv() writes the row index as a first column without a name: it would be a feature
+    with pytest.raises(ConfigError, match=r"first column .* has no name: a saved row index"):
+        load_dataset(write(tmp_path, ",a,b,y\n0,1,2,0\n1,3,4,1\n"))
+    with pytest.raises(ConfigError, match=r"names the column\(s\) \['a'\] more than once"):
+        load_dataset(write(tmp_path, "a,a,y\n1,2,0\n3,4,1\n"))
+
+
 def test_csv_ragged_row(tmp_path):
     with pytest.raises(ConfigError, match="Row 3 .* has 2 cells but the header has 3"):
         load_dataset(write(tmp_path, "a,b,y\n1,2,0\n3,1\n"))

@@ -212,6 +212,15 @@ def _load_csv(path: Path, *, target: str | int | None, task: str | None) -> Data
             f"The CSV file '{path}' has a single column ({header[0]!r}); it needs at least one "
             f"feature and a target. Separate the columns with commas."
         )
+    if header[0] == "":
+        raise ConfigError(
+            f"The first column of '{path}' has no name: a saved row index (as pandas' to_csv writes it) would "
+            f"be a feature. Drop it (to_csv(index=False)), or name it in the header if it is data."
+        )
+    seen = {name for name in header if header.count(name) > 1}
+    if seen:
+        raise ConfigError(f"The header of '{path}' names the column(s) {sorted(seen)} more than once. Give each "
+                          f"column its own name.")
     for i, row in enumerate(body):
         if len(row) != len(header):
             raise ConfigError(
@@ -232,7 +241,7 @@ def _load_csv(path: Path, *, target: str | int | None, task: str | None) -> Data
             raise ConfigError(
                 f"The feature column {header[j]!r} of '{path}' is not numeric: row {bad + 2} "
                 f"holds {str(col[bad])!r}. Encode it as numbers, drop it, or make it the target "
-                f"with target={header[j]!r}."
+                f"(--target {header[j]} / target={header[j]!r})."
             ) from None
     return from_arrays(X, y, task=task, name=path.stem)
 
