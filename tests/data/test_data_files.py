@@ -60,7 +60,7 @@ def test_csv_non_numeric_feature_names_column(tmp_path):
 
 def test_csv_unknown_target(tmp_path):
     path = write(tmp_path, "a,b\n1,0\n2,1\n")
-    match = r"The 'target' parameter must name a column .*\['a', 'b'\]"
+    match = r"The 'target' setting \(--target\) must name a column .*\['a', 'b'\]"
     with pytest.raises(ConfigError, match=match):
         load_dataset(path, target="label")
 

@@ -255,7 +255,7 @@ def _target_index(header: list[str], target: str | int | None, path: Path) -> in
     elif target in header:
         return header.index(target)
     raise ConfigError(
-        f"The 'target' parameter must name a column of '{path}': one of {header}. Got "
+        f"The 'target' setting (--target) must name a column of '{path}': one of {header}. Got "
         f"{target!r} instead."
     )
 
