@@ -50,7 +50,9 @@ def test_babysit_started_paused_is_steered_by_shoal_control_from_another_process
             out = shoal_cli("control", "lr", "0.02", "-s", "p.db", "--wait", "20")
             if out.returncode == 0:
                 break
-            assert "is running now" in out.stderr or "No study" in out.stderr or "holds 0" in out.stderr, out.stderr
+            # until the trainer has created its storage, its study and its trial
+            assert any(m in out.stderr for m in ("is running now", "No study", "holds 0", "Storage file not found")), \
+                out.stderr
             time.sleep(0.2)
         assert "set_lr applied at epoch 1, step 0; lr now 0.02" in out.stdout, out.stdout + out.stderr
         bad = shoal_cli("control", "lr", "fast", "-s", "p.db")
