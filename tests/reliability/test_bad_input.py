@@ -254,8 +254,10 @@ def test_one_invalid_setting_is_refused_before_the_storage_is_touched(folder, ba
 @settings(FUZZ, max_examples=60)
 @given(base=valid_settings, space=valid_space)
 def test_valid_experiment_files_pass_the_check(folder, base, space):
+    # a storage that does not exist yet (and must not be created by the check): keep.db holds a study
+    # whose measure (epochs, val_fraction) these settings may change, which the check refuses
     path = folder / "fuzz.toml"
-    path.write_text(toml_doc(dict(base, storage="keep.db"), space), encoding="utf-8")
+    path.write_text(toml_doc(dict(base, storage="fresh.db"), space), encoding="utf-8")
     before = state(folder)
     code, out, err = cli(folder, "tune", "fuzz.toml", "--check")
     assert code == 0, err
