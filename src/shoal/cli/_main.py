@@ -154,25 +154,9 @@ def tune(
 
 
 def _load(storage: str | None, study: str | None):
-    import optuna
+    from shoal.study._experiment import open_stored
 
-    from shoal.study import resolve_storage
-    from shoal.study._experiment import check_stored
-
-    check_stored(storage)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    resolved = resolve_storage(storage)
-    names = list(optuna.get_all_study_names(resolved))
-    if study is None:
-        if len(names) == 1:
-            study = names[0]
-        else:
-            raise ConfigError(
-                f"This storage holds {len(names)} studies: {', '.join(names) or 'none'}. Pick one with --study NAME."
-            )
-    if study not in names:
-        raise ConfigError(f"No study named {study!r} in this storage. Studies here: {', '.join(names) or 'none'}.")
-    return optuna.load_study(study_name=study, storage=resolved)
+    return open_stored(storage, study)
 
 
 @app.command()

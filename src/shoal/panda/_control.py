@@ -53,22 +53,9 @@ def is_alive(trial: optuna.trial.FrozenTrial) -> bool:
 
 
 def _open(storage: Any, study: str | None) -> optuna.Study:
-    import optuna
+    from shoal.study._experiment import open_stored
 
-    from shoal.study._experiment import check_stored, resolve_storage
-
-    check_stored(storage)  # a mistyped path: say so, and do not create an empty database there
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    resolved = resolve_storage(storage)
-    names = list(optuna.get_all_study_names(resolved))
-    if study is None:
-        if len(names) != 1:
-            raise ConfigError(f"This storage holds {len(names)} studies: {', '.join(names) or 'none'}. "
-                              "Pick one with --study NAME.")
-        study = names[0]
-    if study not in names:
-        raise ConfigError(f"No study named {study!r} in this storage. Studies here: {', '.join(names) or 'none'}.")
-    return optuna.load_study(study_name=study, storage=resolved)
+    return open_stored(storage, study)
 
 
 def find_trial(study: optuna.Study, trial: int | None) -> optuna.trial.FrozenTrial:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shoal._errors import ConfigError
 from shoal.report._data import GapRules, Importance, ReportData, TrialInfo, _float
 from shoal.report._sections import (
     best_row,
@@ -30,24 +29,9 @@ __all__ = ["build_report", "load_report", "objective_names", "open_stored_study"
 # ---------------------------------------------------------------------------------------------- load
 def open_stored_study(storage: str | None, study: str | None) -> optuna.Study:
     """Open a study that ``shoal tune`` (or anything Optuna) stored; pick the only one if unnamed."""
-    import optuna
+    from shoal.study._experiment import open_stored
 
-    from shoal.study import resolve_storage
-    from shoal.study._experiment import check_stored
-
-    check_stored(storage)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    resolved = resolve_storage(storage)
-    names = optuna.get_all_study_names(resolved)  # summaries would read every trial
-    if study is None:
-        if len(names) != 1:
-            raise ConfigError(
-                f"This storage holds {len(names)} studies: {', '.join(names) or 'none'}. Pick one with --study NAME."
-            )
-        study = names[0]
-    if study not in names:
-        raise ConfigError(f"No study named {study!r} in this storage. Studies here: {', '.join(names) or 'none'}.")
-    return optuna.load_study(study_name=study, storage=resolved)
+    return open_stored(storage, study)
 
 
 def load_report(storage: str | None, study: str | None = None, **options: Any) -> ReportData:

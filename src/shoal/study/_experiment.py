@@ -379,6 +379,25 @@ def check_stored(storage: str | None) -> None:
         raise ConfigError(f"Storage file not found: {s!r}. Check the path (studies are created by `shoal tune`).")
 
 
+def open_stored(storage: str | None, study: str | None) -> Any:
+    """Open a study that ``shoal tune`` (or anything Optuna) stored; pick the only one if unnamed.
+    ConfigError for a missing file, several studies and no name, or an unknown name."""
+    import optuna
+
+    check_stored(storage)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    resolved = resolve_storage(storage)
+    names = list(optuna.get_all_study_names(resolved))  # summaries would read every trial
+    if study is None:
+        if len(names) != 1:
+            raise ConfigError(f"This storage holds {len(names)} studies: {', '.join(names) or 'none'}. "
+                              "Pick one with --study NAME.")
+        study = names[0]
+    if study not in names:
+        raise ConfigError(f"No study named {study!r} in this storage. Studies here: {', '.join(names) or 'none'}.")
+    return optuna.load_study(study_name=study, storage=resolved)
+
+
 def resolve_storage(storage: str | None, create: bool = True):
     """A storage for Optuna: a SQLite file by default, any SQLAlchemy URL, or a journal file.
 

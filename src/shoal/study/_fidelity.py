@@ -56,10 +56,9 @@ def _call(objective: Callable, config: Mapping[str, Any], epochs: int, state: An
     out = objective(dict(config), epochs, state)
     value, new_state = (out if isinstance(out, tuple) and len(out) == 2 else (out, None))
     if isinstance(value, Mapping):
-        if metric not in value:
-            raise ValueError(f"the objective returned a dict without the metric {metric!r} (keys: "
-                             f"{', '.join(map(str, value))}); name the key to optimize with metric=")
-        value = value[metric]
+        from shoal.study._runner import named_values
+
+        value = named_values(value, [metric])[0][0]
     value = float(value)
     return value, new_state
 

@@ -59,6 +59,15 @@ class Job:
         return self.trial.number
 
 
+def named_values(out: Mapping[str, Any], names: Sequence[str]) -> tuple[list[Any], dict[str, Any]]:
+    """The values ``names`` pick from a user objective's dict, and the other keys (recorded beside)."""
+    missing = [name for name in names if name not in out]
+    if missing:
+        raise ValueError(f"the objective returned a dict without the metric {missing[0]!r} (keys: "
+                         f"{', '.join(map(str, out))}); name the key to optimize with metric=")
+    return [out[name] for name in names], {k: v for k, v in out.items() if k not in names}
+
+
 class StudyRunner:
     """Budgeted ask / tell over one Optuna study.
 
@@ -395,11 +404,7 @@ class StudyRunner:
                 out = objective(job.config, job.trial) if n_args >= 2 else objective(job.config)
                 extra: dict[str, Any] = {}
                 if isinstance(out, dict):
-                    missing = [name for name in self.objectives if name not in out]
-                    if missing:
-                        raise ValueError(f"the objective returned a dict without the metric '{missing[0]}'")
-                    extra = {k: v for k, v in out.items() if k not in self.objectives}
-                    out = [out[name] for name in self.objectives]
+                    out, extra = named_values(out, self.objectives)
                 elif not isinstance(out, (list, tuple)):
                     out = [out]
                 if len(out) != len(self.objectives):
