@@ -78,13 +78,20 @@ def test_csv_index_column_and_repeated_names_are_refused(tmp_path):
         load_dataset(write(tmp_path, "a,a,y\n1,2,0\n3,4,1\n"))
 
 
+def test_csv_missing_or_huge_cells_name_their_column_and_row(tmp_path):
+    with pytest.raises(ConfigError, match=r"column 'b' .* has 1 missing, infinite or too large .* row 3 \(''\)"):
+        load_dataset(write(tmp_path, "a,b,y\n1,2,0\n3,,1\n5,6,0\n"))
+    with pytest.raises(ConfigError, match=r"column 'a' .* row 2 \('1e300'\); 1 other column\(s\) too"):
+        load_dataset(write(tmp_path, "a,b,y\n1e300,inf,0\n3,4,1\n"))
+
+
 def test_csv_ragged_row(tmp_path):
     with pytest.raises(ConfigError, match="Row 3 .* has 2 cells but the header has 3"):
         load_dataset(write(tmp_path, "a,b,y\n1,2,0\n3,1\n"))
 
 
 def test_csv_missing_feature_cell_reports_nan_count(tmp_path):
-    with pytest.raises(ConfigError, match="X contains 2 NaN values"):
+    with pytest.raises(ConfigError, match=r"column 'a' .* has 1 missing.* row 3 \(''\); 1 other column\(s\) too"):
         load_dataset(write(tmp_path, "a,b,y\n1,,0\n,4,1\n5,6,0\n"))
 
 

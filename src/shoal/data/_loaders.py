@@ -243,6 +243,17 @@ def _load_csv(path: Path, *, target: str | int | None, task: str | None) -> Data
                 f"holds {str(col[bad])!r}. Encode it as numbers, drop it, or make it the target "
                 f"(--target {header[j]} / target={header[j]!r})."
             ) from None
+    with np.errstate(invalid="ignore"):  # NaN compares as not finite below
+        bad = ~(np.abs(X) <= np.finfo(np.float32).max)  # missing, infinite, or too large for float32
+    bad_cols = np.flatnonzero(bad.any(axis=0))
+    if len(bad_cols):  # name the column and the row (from_arrays would only count them)
+        k = int(bad_cols[0])
+        row = int(np.flatnonzero(bad[:, k])[0])
+        raise ConfigError(
+            f"The feature column {header[columns[k]]!r} of '{path}' has {int(bad[:, k].sum())} missing, infinite "
+            f"or too large (beyond float32) value(s), the first in row {row + 2} ({str(cells[row, columns[k]])!r})"
+            + (f"; {len(bad_cols) - 1} other column(s) too" if len(bad_cols) > 1 else "")
+            + ". Remove or impute them before loading.")
     return from_arrays(X, y, task=task, name=path.stem)
 
 

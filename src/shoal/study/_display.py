@@ -208,7 +208,9 @@ def summary_table(study: optuna.Study, *, top: int = 5, metric: str = "value"):
     names.sort(key=lambda p: (KEY_PARAMS.index(p) if p in KEY_PARAMS else len(KEY_PARAMS)))
     names = names[:6]
     table = Table(title=title)
-    extra = ["val_acc"] if columns[0] != "val_acc" and len(columns) == 1 else []
+    # val_acc beside another metric, where the trials recorded one (not for regression)
+    has_acc = any(t.user_attrs.get("curves", {}).get("val_acc") for t in shown)
+    extra = ["val_acc"] if columns[0] != "val_acc" and len(columns) == 1 and has_acc else []
     for col in ("#", *columns, *extra, "train s", *names):
         table.add_column(col, justify="right", no_wrap=True, min_width=3 if col == "#" else min(max(len(col), 6), 9))
     for t in shown:
