@@ -42,3 +42,23 @@ def test_interrupted_trials_are_counted_apart_from_failed_ones():
         progress.resume(study, done=1)
     text = out.getvalue()
     assert "1 failed" in text and "2 interrupted" in text
+
+
+def test_the_summary_shows_val_acc_only_where_trials_recorded_it():
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from shoal.study._display import summary_table
+
+    def study(curves):
+        s = optuna.create_study()
+        for v in (0.3, 0.2):
+            s.add_trial(create_trial(value=v, params={"lr": v}, distributions={"lr": FloatDistribution(0.1, 1.0)},
+                                     user_attrs={"curves": curves}))
+        return s
+
+    def headers(s):
+        return [c.header for c in summary_table(s, metric="val_loss").columns]
+
+    assert "val_acc" in headers(study({"val_loss": [0.3], "val_acc": [0.9]}))
+    assert "val_acc" not in headers(study({"val_loss": [0.3]}))  # regression: no accuracy to show
