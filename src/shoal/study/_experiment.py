@@ -369,14 +369,23 @@ def _cut_partial_line(backend: Any, path: Path) -> None:
                                        "interrupted write", path, size - end)
 
 
+def storage_file(storage: str | None) -> str | None:
+    """The file behind a storage setting (``x.db``, ``sqlite:///x.db``, ``journal:x``, ``x.log``; the
+    default ``shoal.db``), or None for a database server's URL."""
+    s = str(storage or "shoal.db")
+    if "://" in s and not s.startswith("sqlite:///"):
+        return None
+    return s.removeprefix("sqlite:///").removeprefix("journal:")
+
+
 def check_stored(storage: str | None) -> None:
     """Refuse a storage that should hold studies already but cannot: no file at that path (opening
     it would create an empty one), or none given and no ``shoal.db`` here."""
     if storage is None and not Path("shoal.db").exists():
         raise ConfigError("No storage given and no shoal.db in this folder. Pass --storage FILE_OR_URL.")
-    s = str(storage or "shoal.db")
-    if "://" not in s and not s.startswith("journal:") and not Path(s).exists():
-        raise ConfigError(f"Storage file not found: {s!r}. Check the path (studies are created by `shoal tune`).")
+    path = storage_file(storage)
+    if path is not None and not Path(path).exists():
+        raise ConfigError(f"Storage file not found: {path!r}. Check the path (studies are created by `shoal tune`).")
 
 
 def open_stored(storage: str | None, study: str | None) -> Any:

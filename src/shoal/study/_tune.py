@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from shoal._errors import ConfigError, ShoalError, StorageError
-from shoal.study._experiment import Experiment, load_experiment, make_experiment, resolve_storage
+from shoal.study._experiment import Experiment, load_experiment, make_experiment, resolve_storage, storage_file
 
 if TYPE_CHECKING:
     import optuna
@@ -250,11 +250,8 @@ def _stored_study(exp: Experiment) -> optuna.Study | None:
     file that does not exist would create it; a server is only reached by ``--check``)."""
     import optuna
 
-    s = str(exp.storage or "shoal.db")
-    if "://" in s and not s.startswith("sqlite:///"):
-        return None
-    path = s.removeprefix("sqlite:///").removeprefix("journal:")
-    if not os.path.isfile(path):
+    path = storage_file(exp.storage)
+    if path is None or not os.path.isfile(path):
         return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = resolve_storage(exp.storage)
@@ -312,10 +309,8 @@ def retune(source: str, *, from_study: str | None = None, top: int = 5, narrow: 
 
 def _storage_key(storage: str | None) -> str:
     """One spelling per storage: a file's real path, or a URL as given."""
-    s = str(storage or "shoal.db")
-    if "://" in s and not s.startswith("sqlite:///"):
-        return s
-    return os.path.realpath(s.removeprefix("sqlite:///").removeprefix("journal:"))
+    path = storage_file(storage)
+    return str(storage) if path is None else os.path.realpath(path)
 
 
 def _objective_names(metric: Any, direction: str | list[str] | None) -> tuple[list[str] | None, Any]:
