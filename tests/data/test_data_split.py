@@ -132,7 +132,7 @@ def test_kfold_errors(unbalanced, regression):
     with pytest.raises(ConfigError, match=r"The 'k' parameter must be an int >= 2. Got 1"):
         kfold_splits(unbalanced, k=1)
     with pytest.raises(ConfigError, match=r"at most the smallest class count.*class 'c' has only "
-                       r"30 rows.*Got k=31"):
+                       r"30 rows.*Got k=31 instead; use --folds 30 or fewer"):
         kfold_splits(unbalanced, k=31)
     assert len(kfold_splits(unbalanced, k=31, stratify=False)) == 31
     with pytest.raises(ConfigError, match=r"at most the number of rows to cross-validate \(103\)"):

@@ -152,9 +152,9 @@ def kfold_splits(
         if counts.min() < k:
             worst = dataset.classes[int(values[counts.argmin()])]
             raise ConfigError(
-                f"The 'k' parameter must be at most the smallest class count for stratified "
+                f"The number of folds (k, --folds) must be at most the smallest class count for stratified "
                 f"folds: class {worst!r} has only {int(counts.min())} rows outside the test "
-                f"part. Got k={k} instead; use k <= {int(counts.min())} or stratify=False."
+                f"part. Got k={k} instead; use --folds {int(counts.min())} or fewer (stratify=False from Python)."
             )
         from sklearn.model_selection import StratifiedKFold
 
@@ -162,7 +162,7 @@ def kfold_splits(
     else:
         if k > len(rest):
             raise ConfigError(
-                f"The 'k' parameter must be at most the number of rows to cross-validate "
+                f"The number of folds (k, --folds) must be at most the number of rows to cross-validate "
                 f"({len(rest)}). Got k={k} instead."
             )
         from sklearn.model_selection import KFold
