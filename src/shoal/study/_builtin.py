@@ -29,7 +29,7 @@ class PreparedData:
 
 def prepare_data(exp: Experiment) -> PreparedData:
     """Load, split and scale the experiment's data (train-only statistics); move it to the device."""
-    from shoal.data import describe, kfold_splits, load_dataset, prepare, train_val_split
+    from shoal.data import describe, load_dataset, prepare
     from shoal.engine import TensorData, resolve_device
 
     from shoal.study._objectives import check_measures, parse_constraints
@@ -42,14 +42,19 @@ def prepare_data(exp: Experiment) -> PreparedData:
             f"The cnn preset needs image data shaped (channels, height, width), but {exp.data!r} has "
             f"input shape {ds.input_shape}. Use --preset mlp for tabular data."
         )
-    if exp.folds:
-        splits = kfold_splits(ds, k=exp.folds, seed=exp.seed, test_fraction=exp.test_fraction)
-    else:
-        splits = [train_val_split(ds, val_fraction=exp.val_fraction, test_fraction=exp.test_fraction,
-                                  seed=exp.seed)]
+    splits = _splits(exp, ds)
     device = resolve_device(exp.device)
     folds = [TensorData.from_prepared(prepare(ds, s), device) for s in splits]
     return PreparedData(folds, describe(ds), str(device))
+
+
+def _splits(exp: Experiment, ds: Any) -> list:
+    """The experiment's splits of ``ds``: its k folds, or one train/validation split."""
+    from shoal.data import kfold_splits, train_val_split
+
+    if exp.folds:
+        return kfold_splits(ds, k=exp.folds, seed=exp.seed, test_fraction=exp.test_fraction)
+    return [train_val_split(ds, val_fraction=exp.val_fraction, test_fraction=exp.test_fraction, seed=exp.seed)]
 
 
 def test_score(study: Any, trial: Any) -> dict[str, Any]:
@@ -60,7 +65,7 @@ def test_score(study: Any, trial: Any) -> dict[str, Any]:
     stored in the study's user attribute ``test`` and returned. The test rows never took part in
     the search: this is the unbiased estimate the validation values are not.
     """
-    from shoal.data import kfold_splits, load_dataset, prepare, train_val_split
+    from shoal.data import load_dataset, prepare
     from shoal.engine import TensorData, resolve_device, train
 
     from shoal.study._experiment import make_experiment
@@ -76,8 +81,7 @@ def test_score(study: Any, trial: Any) -> dict[str, Any]:
                                                         "folds", "target", "task", "device", "download")}
     exp = make_experiment(known)
     ds = load_dataset(exp.data, target=exp.target, task=exp.task, download=exp.download)
-    split = (kfold_splits(ds, k=exp.folds, seed=exp.seed, test_fraction=exp.test_fraction)[0] if exp.folds else
-             train_val_split(ds, val_fraction=exp.val_fraction, test_fraction=exp.test_fraction, seed=exp.seed))
+    split = _splits(exp, ds)[0]
     p = prepare(ds, split)
     # the test rows in the place of the validation rows: training never reads them (no patience here)
     data = TensorData.from_prepared(dataclasses.replace(p, X_val=p.X_test, y_val=p.y_test), resolve_device(exp.device))
