@@ -294,3 +294,37 @@ def test_best_test_scores_the_best_trial_once_on_the_held_out_rows(workdir, monk
     shoal.tune(data="digits", trials=1, epochs=1, storage="n.db", progress=False, params={"width": 32, "depth": 1})
     assert run_cli(monkeypatch, "best", "-s", "n.db", "--test") == 2
     assert "holds out no test rows (test_fraction = 0)" in " ".join(capsys.readouterr().err.split())
+
+
+def _write_idx_split(folder, split, n, seed):
+    import struct
+
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 3).astype(np.uint8)
+    X = (rng.random((n, 6, 6)) * 40 + y[:, None, None] * 60).astype(np.uint8)
+    for kind, a in (("images-idx3", X), ("labels-idx1", y)):
+        (folder / f"{split}-{kind}-ubyte").write_bytes(bytes([0, 0, 8, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape)
+                                                       + a.tobytes())
+
+
+def test_official_test_holds_out_the_t10k_file_for_best_test(workdir, monkeypatch, capsys):
+    _write_idx_split(workdir, "train", 150, 0)
+    _write_idx_split(workdir, "t10k", 40, 1)
+    args = ("tune", "--data", ".", "--trials", "2", "--epochs", "2", "-s", "o.db", "-q", "-p", "width=32", "-p", "depth=1")
+    assert run_cli(monkeypatch, *args, "--official-test") == 0
+    capsys.readouterr()
+    study = optuna.load_study(study_name=f"{workdir.name}-mlp", storage="sqlite:///o.db")  # "." named by its folder
+    assert study.user_attrs["shoal"]["official_test"] is True
+    assert run_cli(monkeypatch, "best", "-s", "o.db", "--test", "--json") == 0
+    scored = json.loads(capsys.readouterr().out)["test"]
+    assert scored["rows"] == 40  # the t10k file, no other row
+    assert run_cli(monkeypatch, "show", "-s", "o.db") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "test=the data's own test part" in out and "held-out test rows (40)" in out
+    # the split decides what a value measures: continuing without it is refused
+    assert run_cli(monkeypatch, *args, "--trials", "3") == 2
+    assert "official_test=True" in " ".join(capsys.readouterr().err.split())
+    # --test-fraction from the command line too
+    assert run_cli(monkeypatch, "tune", "--data", "digits", "--test-fraction", "0.25", "--check") == 0
+    assert run_cli(monkeypatch, "tune", "--data", "digits", "--official-test", "--check") == 2
+    assert "'digits' has no test part of its own" in " ".join(capsys.readouterr().err.split())

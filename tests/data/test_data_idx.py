@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from shoal._errors import ConfigError
-from shoal.data import load_dataset, read_idx
+from shoal.data import describe, from_arrays, kfold_splits, load_dataset, read_idx, train_val_split
 
 MNIST_10K = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist-10k"
 
@@ -171,3 +171,53 @@ def test_real_mnist_10k():
     counts = np.bincount(ds.y).tolist()
     assert counts == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert ds.classes == list(range(10))
+
+
+def test_both_files_make_t10k_the_sets_own_test_part(idx_folder):
+    folder, arrays = idx_folder()
+    ds = load_dataset(f"mnist:{folder}")
+    n_train, n_test = len(arrays["train"][1]), len(arrays["t10k"][1])
+    np.testing.assert_array_equal(ds.test_rows, np.arange(n_train, n_train + n_test))
+    assert f"({n_test} of them its own test part)" in describe(ds)
+    # official_test holds out exactly the t10k rows; validation is a share of the train file
+    split = train_val_split(ds, val_fraction=0.2, official_test=True)
+    np.testing.assert_array_equal(split.test, np.arange(n_train, n_train + n_test))
+    assert len(split.val) == round(0.2 * n_train) and split.train.max() < n_train and split.val.max() < n_train
+    folds = kfold_splits(ds, k=3, official_test=True)
+    assert all(np.array_equal(f.test, split.test) for f in folds)
+    assert sorted(np.concatenate([f.val for f in folds]).tolist()) == list(range(n_train))
+    # without it, the t10k rows are rows like the others (as before)
+    plain = train_val_split(ds, val_fraction=0.2)
+    assert plain.test is None and np.isin(np.arange(n_train, n_train + n_test), np.concatenate([plain.train, plain.val])).all()
+
+
+def test_official_test_needs_a_test_part_and_no_test_fraction(idx_folder):
+    folder, _ = idx_folder(splits=("t10k",))
+    one_file = load_dataset(folder)
+    assert one_file.test_rows is None
+    with pytest.raises(ConfigError, match=r"has no test part of its own.*--test-fraction 0.2"):
+        train_val_split(one_file, official_test=True)
+    both, _ = idx_folder(name="both")
+    with pytest.raises(ConfigError, match=r"Both official_test and test_fraction=0.1 name the test rows"):
+        kfold_splits(load_dataset(both), k=2, test_fraction=0.1, official_test=True)
+
+
+def test_keras_npz_layout_keeps_its_test_arrays_apart(tmp_path):
+    rng = np.random.default_rng(0)
+    x_train, x_test = rng.integers(0, 255, (40, 6, 6), dtype=np.uint8), rng.integers(0, 255, (10, 6, 6), dtype=np.uint8)
+    y_train, y_test = np.arange(40) % 3, np.arange(10) % 3
+    np.savez(tmp_path / "mnist.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    ds = load_dataset(tmp_path / "mnist.npz")
+    assert ds.X.shape == (50, 1, 6, 6) and ds.task == "classification"  # a channel axis, as IDX images get
+    np.testing.assert_array_equal(ds.X[40:, 0], x_test)
+    np.testing.assert_array_equal(ds.test_rows, np.arange(40, 50))
+    np.savez(tmp_path / "bad.npz", x_train=x_train, y_train=y_train, x_test=x_test[:, :5], y_test=y_test)
+    with pytest.raises(ConfigError, match=r"x_train and x_test differ in sample shape"):
+        load_dataset(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("rows, match", [([50], "between 1 and 49"), (list(range(50)), "between 1 and 49"),
+                                         ([[1, 2]], "1-D array of row indices"), ([0.5], "1-D array")])
+def test_bad_test_rows_are_refused(rows, match):
+    with pytest.raises(ConfigError, match=match):
+        from_arrays(np.zeros((50, 2)), np.arange(50) % 2, test_rows=rows)

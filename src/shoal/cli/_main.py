@@ -67,6 +67,11 @@ def tune(
     param: Annotated[Optional[list[str]], typer.Option(
         "--param", "-p", help="Override a parameter: lr=0.01 (fix), lr=1e-4:1e-1 (range), optimizer=adam,sgd.")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help="Validation share of the data" + _default("val_fraction") + ".")] = None,
+    test_fraction: Annotated[Optional[float], typer.Option(help="Share of the rows held out from the search, for "
+                                                           "`shoal best --test` (default 0: none).")] = None,
+    official_test: Annotated[bool, typer.Option("--official-test", help="Hold out the data set's own test part "
+                                                "instead (MNIST's t10k file, a .npz's x_test) for `shoal best --test`; "
+                                                "--val-fraction is then a share of the training rows.")] = False,
     folds: Annotated[Optional[int], typer.Option(help="k-fold cross validation instead of one split.")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Early stopping: epochs without improvement.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N" + _default("device") + ".")] = None,
@@ -107,7 +112,8 @@ def tune(
 
     flags = dict(data=data, preset=preset, strategy=strategy, trials=trials, epochs=epochs, metric=metric,
                  constraints=constraint or None,
-                 storage=storage, study=study, seed=seed, pruner=pruner, val_fraction=val_fraction, folds=folds,
+                 storage=storage, study=study, seed=seed, pruner=pruner, val_fraction=val_fraction, test_fraction=test_fraction,
+                 official_test=official_test or None, folds=folds,
                  patience=patience, device=device, engine=engine, population=population, workers=workers, executor=executor, address=address, memory_mb=memory_mb, grid_points=grid_points, target=target, task=task, timeout=timeout,
                  download=download or None, stages=stages, top_fraction=top_fraction, pbt_interval=pbt_interval,
                  pbt_quantile=pbt_quantile, pbt_explore=pbt_explore)
@@ -187,6 +193,12 @@ def show(
             shown["metric"] = ",".join(settings["objectives"])
         if settings.get("constraints"):
             shown["constraints"] = ",".join(settings["constraints"])
+        if settings.get("folds"):
+            shown["folds"] = settings["folds"]
+        if settings.get("official_test"):
+            shown["test"] = "the data's own test part"
+        elif settings.get("test_fraction"):
+            shown["test_fraction"] = settings["test_fraction"]
         console.print("[dim]" + ", ".join(f"{k}={v}" for k, v in shown.items()) + "[/]")
     if counts.get("complete"):
         console.print(summary_table(s, top=top, metric=settings.get("metric", "value")))
@@ -216,7 +228,7 @@ def best(
                                                        "'epoch_seconds<=2' (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the configuration as JSON only.")] = False,
     test: Annotated[bool, typer.Option("--test", help="Train it again as in the study and evaluate it once on "
-                                       "the held-out test rows (a study with test_fraction > 0).")] = False,
+                                       "the held-out test rows (a study with --test-fraction or --official-test).")] = False,
 ) -> None:
     """Print the best trial's configuration: the best feasible one, or with --by / --where the best
     by one measure among the trials within limits (a point of a Pareto front)."""

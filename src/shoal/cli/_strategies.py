@@ -55,12 +55,11 @@ def schedule(
         console.print(f"schedule written to {output}")
     if replay:
         from shoal.study import make_experiment
-        from shoal.study._builtin import prepare_data
+        from shoal.study._builtin import DATA_SETTINGS, prepare_data
         from shoal.study._pbt import replay as run_replay
 
         settings = dict(st.user_attrs.get("shoal", {}))
-        keep = {k: settings[k] for k in ("data", "preset", "seed", "val_fraction", "test_fraction", "target",
-                                          "device") if k in settings}
+        keep = {k: settings[k] for k in DATA_SETTINGS if k in settings and k != "folds"}
         recorded = t.user_attrs.get("curves", {}).get("val_loss", [])
         if not recorded:
             raise ConfigError(f"Trial {t.number} recorded no epoch ({t.state.name.lower()}): there is nothing to "

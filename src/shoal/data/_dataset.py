@@ -49,6 +49,9 @@ class Dataset:
         name: A short name used in reports.
         classes: Original label values, index ``i`` -> label (classification only). Left empty,
             it becomes ``[0, 1, ..., max(y)]``.
+        test_rows: The rows that are the data set's own test part (MNIST's t10k file, a .npz's
+            ``x_test``), or None. Only ``official_test=True`` splits use it; otherwise they are rows
+            like the others.
 
     Example:
         >>> import numpy as np
@@ -62,6 +65,7 @@ class Dataset:
     task: str
     name: str = "dataset"
     classes: list = field(default_factory=list)
+    test_rows: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -92,6 +96,8 @@ class Dataset:
         object.__setattr__(self, "y", _read_only(y))
         object.__setattr__(self, "classes", classes)
         object.__setattr__(self, "name", str(self.name))
+        if self.test_rows is not None:
+            object.__setattr__(self, "test_rows", _read_only(_check_test_rows(self.test_rows, n)))
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -126,9 +132,13 @@ def describe(dataset: Dataset) -> str:
     """One line about a data set, e.g. ``"digits: 1797 samples, input (1, 8, 8), 10 classes"``."""
     head = f"{dataset.name}: {len(dataset)} samples, input {dataset.input_shape}"
     if dataset.task == "classification":
-        return f"{head}, {dataset.n_classes} classes"
-    t = dataset.n_outputs
-    return f"{head}, regression with {t} target{'s' if t != 1 else ''}"
+        text = f"{head}, {dataset.n_classes} classes"
+    else:
+        t = dataset.n_outputs
+        text = f"{head}, regression with {t} target{'s' if t != 1 else ''}"
+    if dataset.test_rows is not None:
+        text += f" ({len(dataset.test_rows)} of them its own test part)"
+    return text
 
 
 def infer_task(y: np.ndarray) -> str:
@@ -144,7 +154,8 @@ def infer_task(y: np.ndarray) -> str:
     return "regression"
 
 
-def from_arrays(X: Any, y: Any, *, task: str | None = None, name: str = "arrays") -> Dataset:
+def from_arrays(X: Any, y: Any, *, task: str | None = None, name: str = "arrays",
+                test_rows: Any = None) -> Dataset:
     """Build a :class:`Dataset` from NumPy arrays (or anything ``np.asarray`` accepts).
 
     Class labels of any kind (ints, strings) are mapped to ``0..C-1`` in sorted order and the
@@ -156,6 +167,7 @@ def from_arrays(X: Any, y: Any, *, task: str | None = None, name: str = "arrays"
         task: ``"classification"``, ``"regression"`` or None to infer it from ``y``
             (see :func:`infer_task`).
         name: A short name used in reports.
+        test_rows: Indices of the rows that are the set's own test part (see ``Dataset``).
 
     Returns:
         The validated data set.
@@ -179,8 +191,8 @@ def from_arrays(X: Any, y: Any, *, task: str | None = None, name: str = "arrays"
                 f"{y.shape} instead; for one-hot targets pass y.argmax(axis=1)."
             )
         y, classes = _encode_labels(y)
-        return Dataset(X, y, task, name, classes)
-    return Dataset(X, y, task, name)
+        return Dataset(X, y, task, name, classes, test_rows)
+    return Dataset(X, y, task, name, test_rows=test_rows)
 
 
 def _encode_labels(y: np.ndarray) -> tuple[np.ndarray, list]:
@@ -264,6 +276,19 @@ def _as_regression_target(y: np.ndarray) -> np.ndarray:
     y = np.ascontiguousarray(y, dtype=np.float32)
     _check_finite(y, "y")
     return y
+
+
+def _check_test_rows(rows: Any, n: int) -> np.ndarray:
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+        raise ConfigError(f"'test_rows' must be a 1-D array of row indices. Got dtype {rows.dtype} and shape "
+                          f"{rows.shape} instead.")
+    rows = np.unique(rows.astype(np.int64))  # sorted, each row once
+    if rows.size == 0 or rows.size >= n or rows[0] < 0 or rows[-1] >= n:
+        raise ConfigError(f"'test_rows' must name between 1 and {n - 1} of the {n} rows (indices 0..{n - 1}), "
+                          f"leaving rows to train on. Got {rows.size} indices from "
+                          f"{rows[0] if rows.size else '-'} to {rows[-1] if rows.size else '-'} instead.")
+    return rows
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:

@@ -131,7 +131,8 @@ def load_idx_folder(
         url: Mirror base URL (None: the set cannot be downloaded).
 
     Returns:
-        A data set with X of shape ``[n, 1, H, W]`` (raw pixel values) and train before t10k.
+        A data set with X of shape ``[n, 1, H, W]`` (raw pixel values) and train before t10k;
+        with both files, the t10k rows are its ``test_rows`` (see ``official_test``).
     """
     folder = Path(folder).expanduser()
     if download and url is not None:
@@ -167,7 +168,9 @@ def load_idx_folder(
         )
     X = np.concatenate(images) if len(images) > 1 else images[0]
     y = np.concatenate(labels) if len(labels) > 1 else labels[0]
-    return from_arrays(X, y.astype(np.int64), task="classification", name=name)
+    # both files: t10k is the set's own test part (held out only with official_test=True)
+    test_rows = np.arange(len(images[0]), len(X)) if len(images) > 1 else None
+    return from_arrays(X, y.astype(np.int64), task="classification", name=name, test_rows=test_rows)
 
 
 def _missing_message(folder: Path, name: str, url: str | None) -> str:

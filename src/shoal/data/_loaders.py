@@ -22,6 +22,7 @@ ACCEPTED = (
 )
 # Array names tried in a .npz file, in order.
 NPZ_KEYS = (("X", "y"), ("x", "y"), ("data", "target"))
+NPZ_SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test", "X_train", "X_test")
 
 
 def load_dataset(
@@ -41,11 +42,13 @@ def load_dataset(
             - ``"mnist"`` / ``"fashion-mnist"``: the IDX files in ``data_dir`` (default
               ``./data/mnist`` resp. ``./data/fashion-mnist``); ``"mnist:/some/folder"``
               names the folder inline. Train and t10k files are concatenated (train first);
-              either is enough.
+              either is enough. With both, the t10k rows are the set's ``test_rows``.
             - a folder holding IDX files (named after the folder).
             - a ``.csv`` file with a header row; the target is the last column unless
               ``target`` names another.
-            - a ``.npz`` file with arrays ``X``/``y`` (or ``x``/``y``, ``data``/``target``).
+            - a ``.npz`` file with arrays ``X``/``y`` (or ``x``/``y``, ``data``/``target``), or
+              Keras' ``x_train``, ``y_train``, ``x_test``, ``y_test`` (the test arrays become
+              the set's ``test_rows``).
             - a ``Dataset`` (returned as is) or a tuple ``(X, y)`` of arrays.
         target: CSV only: the target column's name (or 0-based index). Default: the last.
         task: ``"classification"`` or ``"regression"``; None infers it from the target
@@ -173,7 +176,7 @@ def _load_digits() -> Dataset:
 def _load_npz(path: Path, *, task: str | None) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as archive:
-            wanted = {name for pair in NPZ_KEYS for name in pair}
+            wanted = {name for pair in NPZ_KEYS for name in pair} | set(NPZ_SPLIT_KEYS)
             arrays = {k: archive[k] for k in archive.files if k in wanted}
             keys = sorted(archive.files)
     except (OSError, ValueError) as exc:
@@ -184,9 +187,21 @@ def _load_npz(path: Path, *, task: str | None) -> Dataset:
     for kx, ky in NPZ_KEYS:
         if kx in arrays and ky in arrays:
             return from_arrays(arrays[kx], arrays[ky], task=task, name=path.stem)
+    for x in ("x", "X"):  # Keras' layout (mnist.npz): train and test arrays, the test part kept known
+        names = [f"{x}_train", "y_train", f"{x}_test", "y_test"]
+        if all(k in arrays for k in names):
+            x_train, y_train, x_test, y_test = (arrays[k] for k in names)
+            if x_train.shape[1:] != x_test.shape[1:]:
+                raise ConfigError(f"In '{path}', {x}_train and {x}_test differ in sample shape ({x_train.shape[1:]} "
+                                  f"and {x_test.shape[1:]}). Save arrays of one data set.")
+            X = np.concatenate([x_train, x_test])
+            if X.ndim == 3:  # [n, H, W] images: keep a channel axis, as the IDX loader does
+                X = X[:, None]
+            return from_arrays(X, np.concatenate([y_train, y_test]), task=task, name=path.stem,
+                               test_rows=np.arange(len(x_train), len(X)))
     raise ConfigError(
-        f"The file '{path}' must hold arrays named X and y (or x/y, data/target). Got {keys} "
-        f"instead; save it with np.savez(path, X=X, y=y)."
+        f"The file '{path}' must hold arrays named X and y (or x/y, data/target; or x_train, y_train, x_test and "
+        f"y_test, as Keras saves them). Got {keys} instead; save it with np.savez(path, X=X, y=y)."
     )
 
 

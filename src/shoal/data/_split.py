@@ -72,6 +72,7 @@ def train_val_split(
     test_fraction: float = 0.0,
     seed: int = 0,
     stratify: bool = True,
+    official_test: bool = False,
 ) -> Split:
     """Split rows at random into train, validation and (optionally) test.
 
@@ -85,6 +86,9 @@ def train_val_split(
         test_fraction: Share of all rows held out for the final test, in [0, 1); 0: no test.
         seed: Seed of the shuffling.
         stratify: Keep class proportions (classification only; ignored for regression).
+        official_test: Hold out the data set's own test part (``dataset.test_rows``: MNIST's
+            t10k file) instead of ``test_fraction`` of the rows; ``val_fraction`` is then a share
+            of the other rows.
 
     Returns:
         The split, with ``fold=None``.
@@ -104,8 +108,8 @@ def train_val_split(
             f"{val_fraction + test_fraction:g} instead."
         )
     _check_seed(seed)
-    rest, test = _hold_out_test(dataset, test_fraction, seed, stratify)
-    n_val = round(val_fraction * len(dataset))
+    rest, test = _hold_out_test(dataset, test_fraction, seed, stratify, official_test)
+    n_val = round(val_fraction * (len(rest) if official_test else len(dataset)))
     train, val = _shuffle_split(dataset, rest, n_val, seed, stratify, "validation")
     return Split(train, val, test)
 
@@ -117,6 +121,7 @@ def kfold_splits(
     seed: int = 0,
     test_fraction: float = 0.0,
     stratify: bool = True,
+    official_test: bool = False,
 ) -> list[Split]:
     """K-fold cross-validation splits over the rows not held out for testing.
 
@@ -130,6 +135,8 @@ def kfold_splits(
         seed: Seed of the shuffling.
         test_fraction: Share of all rows held out for the final test, in [0, 1); 0: no test.
         stratify: Keep class proportions (classification only; ignored for regression).
+        official_test: Hold out the data set's own test part (``dataset.test_rows``) instead of
+            ``test_fraction`` of the rows.
 
     Returns:
         ``k`` splits, ``fold`` numbered 0..k-1; their ``val`` parts partition the non-test rows.
@@ -145,7 +152,7 @@ def kfold_splits(
     _check_fraction("test_fraction", test_fraction, low_open=False)
     _check_seed(seed)
     k = int(k)
-    rest, test = _hold_out_test(dataset, test_fraction, seed, stratify)
+    rest, test = _hold_out_test(dataset, test_fraction, seed, stratify, official_test)
     labels = _labels(dataset, rest, stratify)
     if labels is not None:
         values, counts = np.unique(labels, return_counts=True)
@@ -178,13 +185,33 @@ def _labels(dataset: Dataset, idx: np.ndarray, stratify: bool) -> np.ndarray | N
 
 
 def _hold_out_test(
-    dataset: Dataset, test_fraction: float, seed: int, stratify: bool
+    dataset: Dataset, test_fraction: float, seed: int, stratify: bool, official: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
     everything = np.arange(len(dataset), dtype=np.int64)
+    if official:
+        check_official_test(dataset, test_fraction)
+        test = np.asarray(dataset.test_rows, dtype=np.int64)
+        return np.setdiff1d(everything, test, assume_unique=True), test
     if test_fraction == 0:
         return everything, None
     n_test = round(test_fraction * len(dataset))
     return _shuffle_split(dataset, everything, n_test, seed, stratify, "test")
+
+
+def check_official_test(dataset: Dataset, test_fraction: float = 0.0) -> None:
+    """Raise ConfigError unless ``dataset`` has a test part of its own and no ``test_fraction``
+    competes with it."""
+    if dataset.test_rows is None:
+        raise ConfigError(
+            f"'{dataset.name}' has no test part of its own: official_test (--official-test) needs a folder "
+            f"with both the train and the t10k IDX files, or a .npz with x_train, y_train, x_test and y_test. "
+            f"Hold out a share of the rows with test_fraction (--test-fraction 0.2) instead."
+        )
+    if test_fraction:
+        raise ConfigError(
+            f"Both official_test and test_fraction={test_fraction} name the test rows. Give one: "
+            f"official_test holds out '{dataset.name}''s own {len(dataset.test_rows)} test rows."
+        )
 
 
 def _shuffle_split(

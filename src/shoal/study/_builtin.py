@@ -53,13 +53,22 @@ def _splits(exp: Experiment, ds: Any) -> list:
     from shoal.data import kfold_splits, train_val_split
 
     if exp.folds:
-        return kfold_splits(ds, k=exp.folds, seed=exp.seed, test_fraction=exp.test_fraction)
-    return [train_val_split(ds, val_fraction=exp.val_fraction, test_fraction=exp.test_fraction, seed=exp.seed)]
+        return kfold_splits(ds, k=exp.folds, seed=exp.seed, test_fraction=exp.test_fraction,
+                            official_test=exp.official_test)
+    return [train_val_split(ds, val_fraction=exp.val_fraction, test_fraction=exp.test_fraction, seed=exp.seed,
+                            official_test=exp.official_test)]
+
+
+# The settings that decide which rows a built-in trial trains and validates on, and its model family:
+# what training a stored trial again needs (``shoal best --test``, ``shoal schedule --replay``).
+DATA_SETTINGS = ("data", "preset", "seed", "val_fraction", "test_fraction", "official_test", "folds", "target",
+                 "task", "device", "download")
 
 
 def test_score(study: Any, trial: Any) -> dict[str, Any]:
     """Train ``trial``'s configuration again as it trained in the study (its seed, its epochs, the
-    first fold's training rows) and evaluate it once on the held-out test rows (``test_fraction``).
+    first fold's training rows) and evaluate it once on the held-out test rows (``test_fraction``, or
+    the data set's own test part with ``official_test``).
 
     The result (``test_loss``, ``test_acc`` for classification, and the trial, epochs and rows) is
     stored in the study's user attribute ``test`` and returned. The test rows never took part in
@@ -74,11 +83,11 @@ def test_score(study: Any, trial: Any) -> dict[str, Any]:
     if "objective" in settings or "model" in settings:
         raise ConfigError(f"The study {study.study_name!r} tunes your own code: shoal cannot train it again. "
                           "Evaluate its best configuration on your test data yourself.")
-    if not settings.get("test_fraction"):
+    if not settings.get("test_fraction") and not settings.get("official_test"):
         raise ConfigError(f"The study {study.study_name!r} holds out no test rows (test_fraction = 0). Give "
-                          "test_fraction (e.g. 0.2, in the experiment file or shoal.tune) when the study starts.")
-    known = {k: v for k, v in settings.items() if k in ("data", "preset", "seed", "val_fraction", "test_fraction",
-                                                        "folds", "target", "task", "device", "download")}
+                          "--test-fraction (e.g. 0.2; test_fraction in the experiment file or shoal.tune), or "
+                          "--official-test for MNIST's own test file, when the study starts.")
+    known = {k: v for k, v in settings.items() if k in DATA_SETTINGS}
     exp = make_experiment(known)
     ds = load_dataset(exp.data, target=exp.target, task=exp.task, download=exp.download)
     split = _splits(exp, ds)[0]

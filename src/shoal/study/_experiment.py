@@ -61,6 +61,7 @@ class Experiment:
     pruner: str = "none"
     val_fraction: float = 0.2
     test_fraction: float = 0.0
+    official_test: bool = False  # hold out the data set's own test part (MNIST's t10k) instead
     folds: int | None = None
     patience: int | None = None
     device: str = "auto"
@@ -110,6 +111,8 @@ class Experiment:
         if self.study:
             return self.study
         stem = Path(str(self.data).split(":", 1)[-1]).stem if ("/" in str(self.data) or "." in str(self.data)) else self.data
+        if stem in ("", ".", ".."):  # "." or "..": the folder's own name
+            stem = Path(str(self.data).split(":", 1)[-1]).resolve().name or "data"
         return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', str(stem))}-{self.preset}"
 
     def validate(self) -> None:
@@ -155,6 +158,10 @@ class Experiment:
                 f"The 'test_fraction' setting must be in [0, 1) and leave data for training "
                 f"(val_fraction + test_fraction < 1). Got {self.test_fraction!r}."
             )
+        if self.official_test and self.test_fraction:
+            raise ConfigError(f"Both official_test and test_fraction={self.test_fraction} name the test rows. Give "
+                              f"one: official_test holds out the data set's own test part (MNIST's t10k file), "
+                              f"test_fraction a share of all rows.")
         self._validate_executor()
         if self.engine not in ENGINES:
             raise ConfigError(f"The 'engine' setting must be one of {list(ENGINES)}. Got {self.engine!r} instead.")

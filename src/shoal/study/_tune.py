@@ -487,8 +487,8 @@ def _storage_faults(run: Callable) -> Callable:
 # how long each trial trains, the metric. A study's trials are compared, ranked and modelled by its
 # sampler together, so a run that continues a study must keep them (budget, strategy, space,
 # workers and the like may change).
-MEASURE_SETTINGS = ("data", "preset", "epochs", "patience", "metric", "val_fraction", "test_fraction", "folds",
-                    "target", "task", "seed")
+MEASURE_SETTINGS = ("data", "preset", "epochs", "patience", "metric", "val_fraction", "test_fraction",
+                    "official_test", "folds", "target", "task", "seed")
 
 
 def _refuse_other_measures(study: optuna.Study, exp: Experiment, existing: int, objectives: list[str],
