@@ -137,7 +137,8 @@ def _complete(db):
 def test_killed_run_continues_where_it_stopped(workdir):
     """SIGKILL mid-study, run the same command again: nothing lost, nothing repeated, budget kept."""
     cmd = [sys.executable, "-m", "shoal", "tune", "--data", "digits", "--preset", "mlp", "--strategy", "tpe",
-           "--trials", "10", "--epochs", "4", "-p", "width=32:64:pow2", "-q", "--seed", "5"]
+           "--trials", "10", "--epochs", "4", "-p", "width=32:64:pow2", "-q", "--seed", "5",
+           "--population", "3"]  # trials finish three at a time: the kill lands with some left
     proc = subprocess.Popen(cmd, cwd=workdir, env=subprocess_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -152,7 +153,12 @@ def test_killed_run_continues_where_it_stopped(workdir):
     study = optuna.load_study(study_name="digits-mlp", storage=f"sqlite:///{workdir / 'shoal.db'}")
     trials = study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 10
+    # the budget counts finished trials: complete ones and any that diverged (a sampled lr near 1
+    # fails one now and then), not the interrupted ones, which ran again
+    finished = [t for t in trials if t.state.is_finished() and t.user_attrs.get("fail_reason") != "interrupted"]
+    assert len(finished) == 10, " ".join(f"{t.number}:{t.state.name}:{t.user_attrs.get('fail_reason')}:"
+                                         f"{t.user_attrs.get('retry_of')}" for t in trials)
+    assert all(t.state == TrialState.COMPLETE or "diverged" in t.user_attrs.get("fail_reason", "") for t in finished)
     for number, params in before.items():  # what was recorded before the kill is still there
         assert study.trials[number].params == params
     interrupted = [t for t in trials if t.user_attrs.get("fail_reason") == "interrupted"]
