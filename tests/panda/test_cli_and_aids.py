@@ -118,9 +118,14 @@ def test_view_numbers_overfitting_warning_and_chart():
     buf = io.StringIO()
     Console(file=buf, width=100).print(render(snap, "study trial 0"))
     text = buf.getvalue()
-    for part in ("epoch 4/9", "lr 0.005", "0.25 s/epoch", "gap +0.5000", "overfitting: validation loss rose",
+    for part in ("epoch 5/9  step 0/23", "lr 0.005", "0.25 s/epoch", "gap +0.5000", "overfitting: validation loss rose",
                  "plateau: 1/3", "epoch 3 step 7: set_lr"):
         assert part in text, part
+    # the last frame: the run is over, not at "step 0" of an epoch that never comes
+    for changes, shown in (({"epoch": 9}, "epoch 9/9 done"), ({"stopped": True}, "stopped after epoch 4/9")):
+        buf = io.StringIO()
+        Console(file=buf, width=100).print(render({**snap, **changes}, "t"))
+        assert shown in buf.getvalue() and "step 0/23" not in buf.getvalue()
 
 
 def test_babysit_imports_a_module_from_the_current_folder_and_ends_its_log_lines(workdir):

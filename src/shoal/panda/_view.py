@@ -106,7 +106,12 @@ def render(snap: dict[str, Any], title: str = "") -> RenderableType:
     n = max(len(snap["train_loss"]), 1)
     parts: list[Any] = []
     head = Text(title + "  ", style="bold")
-    head.append(f"epoch {snap['epoch']}/{snap['epochs']}  step {snap['step']}/{snap['steps']}  ")
+    if snap["epoch"] >= snap["epochs"]:
+        head.append(f"epoch {snap['epochs']}/{snap['epochs']} done  ")
+    elif snap["stopped"]:
+        head.append(f"stopped after epoch {snap['epoch']}/{snap['epochs']}  ")
+    else:  # the epoch in progress, counted as events and logs count it
+        head.append(f"epoch {snap['epoch'] + 1}/{snap['epochs']}  step {snap['step']}/{snap['steps']}  ")
     head.append(f"lr {snap['lr']:.3g}", style="green")
     if snap["seconds"] is not None:
         head.append(f"  {snap['seconds']:.2f} s/epoch")
