@@ -89,26 +89,32 @@ def test_the_cli_says_when_nothing_completed_before_the_timeout(workdir, monkeyp
     from shoal.cli import main
 
     monkeypatch.setattr(sys, "argv", ["shoal", "tune", "--data", "digits", "--epochs", str(EPOCHS), "--trials", "50",
-                                      "--timeout", "1", "--population", "4", "-p", "width=32", "-p", "depth=1", "-q"])
+                                      "--timeout", "3", "--population", "4", "-p", "width=32", "-p", "depth=1", "-q"])
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 1
     out = " ".join(capsys.readouterr().out.split())
-    assert "No trial completed before the timeout (1 s): 4 stopped at it" in out
+    assert "No trial completed before the timeout (3 s): 4 stopped at it" in out
     assert f"of {EPOCHS} epochs. Give it more time (--timeout) or fewer epochs (--epochs)" in out
     assert "best 0 of 0" not in out  # no empty table before it
+    # a timeout shorter than loading the data: no trial at all, and the message says why
+    monkeypatch.setattr(sys, "argv", ["shoal", "tune", "--data", "digits", "--timeout", "0.001", "-s", "z.db", "-q"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    assert "No trial started before the timeout (0.001 s)" in " ".join(capsys.readouterr().out.split())
 
 
 
 def test_a_timeout_without_a_budget_searches_until_it(workdir):
     # No trials given: not the default 30, but as many as the timeout lets start (Optuna's
-    # n_trials=None). Each trial here takes ~10 ms, so 2 s holds far more than 30.
+    # n_trials=None). A trial here is a few SQLite writes, ~10 ms (~100 ms on a loaded machine),
+    # so 6 s holds far more than 30.
     def fn(config):
-        time.sleep(0.01)
         return (config["x"] - 1.0) ** 2
 
     space = Space([Float("x", -3.0, 3.0)])
-    result = shoal.tune(fn, space=space, strategy="random", timeout=2.0, storage="t.db", progress=False)
+    result = shoal.tune(fn, space=space, strategy="random", timeout=6.0, storage="t.db", progress=False)
     trials = result.study.trials
     assert len(trials) > 30
     assert all(t.state == TrialState.COMPLETE for t in trials)

@@ -141,6 +141,10 @@ def tune(
                           f"at it, after at most {most} of {exp.epochs} epochs. Give it more time (--timeout) or "
                           f"fewer epochs (--epochs).[/]")
             raise typer.Exit(1)
+        if exp.timeout is not None and not study_obj.get_trials(deepcopy=False):
+            console.print(f"[yellow]No trial started before the timeout ({exp.timeout:g} s): loading the data and "
+                          f"starting the workers took that long. Give it more time (--timeout).[/]")
+            raise typer.Exit(1)
         why = " within the limits" if exp.constraints else ""
         console.print(f"[yellow]No trial completed{why}; see `shoal show` for the reasons.[/]")
         raise typer.Exit(1)
