@@ -40,7 +40,8 @@ def test_gaps_flag_overfitting_and_underfitting(known_db):
     assert rows[1].gap == pytest.approx(0.25) and rows[1].val_rising and rows[1].flag == "overfit"
     assert rows[2].train_acc == 0.3 and rows[2].flag == "underfit"
     assert rows[5].gap == pytest.approx(0.05) and not rows[5].val_rising and rows[5].flag == ""
-    assert rows[0].flag == "" and rows[3].state == "pruned"
+    # trial 3 was pruned after one epoch at a low train accuracy: stopped by design, not judged
+    assert rows[0].flag == "" and rows[3].state == "pruned" and rows[3].flag == ""
     # Stricter rules flag more: trial 5's gap (0.05) is above 0.2 x 0.2 once a rise is not required.
     strict = load_report(str(known_db), rules=GapRules(overfit_ratio=0.2, rise=-1.0, underfit_share=0.1))
     assert {g.number: g.flag for g in strict.gaps}[5] == "overfit"
@@ -88,7 +89,8 @@ def test_params_importance_and_contour(known_db):
     assert sum(d.importance.values.values()) == pytest.approx(1.0)
     assert list(d.importance.values.values()) == sorted(d.importance.values.values(), reverse=True)
     c = d.contour
-    assert [c.x, c.y] == list(d.importance.values)[:2]
+    # the two most important numeric parameters: nothing lies between two optimizers to interpolate
+    assert [c.x, c.y] == [n for n in d.importance.values if p.kinds[n] == "numeric"][:2]
     assert len(c.z) == len(c.grid_y) == 30 and len(c.z[0]) == len(c.grid_x) == 30
     finite = [v for row in c.z for v in row if v is not None]
     assert finite and 0.2 - 1e-9 <= min(finite) and max(finite) <= 0.9 + 1e-9  # interpolation stays in range
@@ -188,12 +190,12 @@ def test_the_terminal_report_says_when_it_lists_only_some_flagged_trials(known_d
     from shoal.report._terminal import print_report
 
     d = load_report(str(known_db))
-    assert sum(bool(g.flag) for g in d.gaps) == 3
-    for top, title in ((2, "flagged trials (2 of 3; the HTML report lists all)"), (5, "flagged trials")):
+    assert sum(bool(g.flag) for g in d.gaps) == 2
+    for top, title in ((1, "flagged trials (1 of 2; the HTML report lists all)"), (5, "flagged trials")):
         console = Console(file=io.StringIO(), width=140)
         print_report(d, console, top=top)
         out = console.file.getvalue()
-        assert title in out and (top == 2 or "of 3;" not in out), out
+        assert title in out and (top == 1 or "of 2;" not in out), out
 
 
 def test_a_log_parameter_is_drawn_on_a_log_axis_even_over_a_narrow_range(tmp_path):

@@ -9,8 +9,9 @@ import optuna
 import pytest
 
 from shoal.report import build_report, load_report, render_html, write_report
-from shoal.report._html import (SECTIONS, _contour_fig, _curves_fig, _gap_fig, _history_fig, _importance_fig,
-                                _lineage_fig, _parallel_fig, _slice_fig, _timeline_fig)
+from shoal.report._html import (SECTIONS, WEBGL_FROM_POINTS, _contour_fig, _curves_fig, _gap_fig, _history_fig,
+                                _importance_fig, _lineage_fig, _parallel_fig, _slice_fig, _svg_when_small,
+                                _timeline_fig, _train_val_fig)
 
 
 def external_references(page: str) -> list[str]:
@@ -58,7 +59,68 @@ def test_every_figure_is_valid_plotly(known_db):
     numeric = _curves_fig(load_report(str(known_db), color_by="lr"))
     go.Figure(numeric)
     drawn = sum(sum(1 for x in tr["x"] if x is None) for tr in numeric["data"])
-    assert drawn == 5  # every curve drawn once, each ended by a None gap
+    assert drawn == 5  # every curve drawn once (4 complete, 1 pruned), each ended by a None gap
+
+
+def test_history_marks_pruned_trials_where_they_stopped_and_failed_ones_at_the_worst_end(known_db):
+    d = load_report(str(known_db))
+    traces = {t["name"]: t for t in _history_fig(d)["data"]}
+    # trial 3 was pruned after reporting val_loss 1.6; trial 4 failed with no value: at the worst (0.9),
+    # not on the best-so-far line where they read as best trials
+    assert traces["pruned (last value)"]["x"] == [3] and traces["pruned (last value)"]["y"] == [1.6]
+    assert traces["fail (no value)"]["x"] == [4] and traces["fail (no value)"]["y"] == [0.9]
+
+
+def test_small_figures_are_svg_and_large_ones_webgl(known_db):
+    # a page with many WebGL figures lost the oldest one's drawing (browsers cap WebGL contexts)
+    small = _svg_when_small(_history_fig(load_report(str(known_db))))
+    assert {t["type"] for t in small["data"]} == {"scatter"}
+    big = {"data": [{"type": "scattergl", "x": list(range(WEBGL_FROM_POINTS)), "y": [0] * WEBGL_FROM_POINTS}]}
+    assert _svg_when_small(big)["data"][0]["type"] == "scattergl"
+
+
+def test_curves_leave_out_diverged_trials_use_a_log_axis_over_decades_and_name_whole_values(tmp_path):
+    go = pytest.importorskip("plotly.graph_objects")
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    study = optuna.create_study(storage=url, study_name="c")
+    rows = [("COMPLETE", 2, [1.0, 0.5, 0.3]), ("COMPLETE", 4, [2.0, 0.05, 0.01]), ("COMPLETE", 2, [0.9, 0.6, 0.4]),
+            ("FAIL", 3, [5.0, 2.0e14])]
+    for state, depth, val in rows:
+        t = study.ask({"depth": optuna.distributions.IntDistribution(1, 4)})
+        t.set_user_attr("config", {"depth": depth})
+        t.set_user_attr("curves", {"val_loss": val, "train_loss": [v * 0.9 for v in val]})
+        study.tell(t, val[-1] if state == "COMPLETE" else None, state=getattr(optuna.trial.TrialState, state))
+    d = load_report(url, "c", color_by="depth")
+    assert d.curves.failed == 1 and [c.number for c in d.curves.curves] == [0, 1, 2]
+    fig = _curves_fig(d)
+    go.Figure(fig)
+    assert fig["layout"]["yaxis"]["type"] == "log"  # 0.01 .. 2: two decades
+    assert [t["name"] for t in fig["data"]] == ["depth=2", "depth=4"]  # not "depth 1.9-2.2"
+    assert fig["data"][0]["text"][:3] == ["trial 0"] * 3  # hover names the trial
+    tv = _train_val_fig(d)
+    go.Figure(tv)
+    assert [t["name"] for t in tv["data"][:2]] == ["trial 1 validation", "trial 1 train"]  # best first
+    assert tv["data"][1]["line"]["dash"] == "dot"
+
+
+def test_slice_rows_leave_room_for_their_labels_and_powers_of_two_get_a_log2_axis(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(storage=url, study_name="s")
+    for i, (bs, opt) in enumerate(((16, "sgd"), (64, "adam"), (256, "sgd"), (512, "adam"), (32, "rmsprop"))):
+        t = study.ask()
+        t.set_user_attr("config", {"batch_size": bs, "optimizer": opt, "lr": 0.1 / (i + 1), "dropout": 0.1 * i,
+                                   "depth": i % 3 + 1})
+        study.tell(t, 1.0 / (i + 1))
+    fig = _slice_fig(load_report(url, "s"))
+    lay = fig["layout"]
+    axes = sorted(k for k in lay if k.startswith("yaxis"))
+    height = lay["height"] - 90
+    rows = sorted({tuple(lay[k]["domain"]) for k in axes}, reverse=True)
+    for upper, lower in zip(rows, rows[1:]):
+        # the gap between two rows, in pixels: room for the upper row's x labels and title
+        assert (upper[0] - lower[1]) * height >= 85 - 1e-6
+    bs = next(lay[k.replace("y", "x")] for k in axes if lay[k.replace("y", "x")]["title"]["text"] == "batch_size")
+    assert bs["type"] == "log" and bs["tickvals"] == [16, 32, 64, 256, 512]
 
 
 def test_an_empty_study_still_renders_and_says_why(tmp_path):

@@ -92,6 +92,7 @@ class CurveSet:
     curves: list[Curve]
     total: int  # trials that have this curve
     note: str = ""
+    failed: int = 0  # failed trials with this curve, not drawn (a diverged one would flatten the others)
 
 
 @dataclass
@@ -145,6 +146,7 @@ class BestRow:
     epochs_run: int | None
     config: dict[str, Any]
     values: list[float | None] = field(default_factory=list)  # every objective (multi-objective studies)
+    also: str = "val_acc"  # what ``val_acc`` holds: the final val_acc, or val_r2 for a regression trial
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """The HTML report: plotly figures from a ``ReportData``, in one file that works offline.
 
 plotly.js is embedded once in the page's head; each figure is a ``<div>`` plus a call to
-``Plotly.newPlot``. Large studies stay fast: many points use WebGL traces (``scattergl``) and the
-learning curves of a colour group share one trace, separated by gaps (None).
+``Plotly.newPlot``. Large studies stay fast: figures of many points use WebGL traces (``scattergl``;
+small ones SVG, see ``WEBGL_FROM_POINTS``) and the learning curves of a colour group share one
+trace, separated by gaps (None).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 0 au
 nav a { margin-right: 1em; } h1 { margin-bottom: .2em; } section { margin-top: 2.5em; }
 .note { color: #555; } .empty { color: #a33; font-style: italic; }
 table { border-collapse: collapse; font-size: 90%; } td, th { border-bottom: 1px solid #ddd; padding: 3px 8px;
-       text-align: right; } th { background: #f4f4f4; } .overfit { color: #c0392b; } .underfit { color: #2c6fbb; }
+       text-align: right; white-space: nowrap; } th { background: #f4f4f4; } .scroll { overflow-x: auto; } .overfit { color: #c0392b; } .underfit { color: #2c6fbb; }
 """
 
 
@@ -111,28 +112,52 @@ def _history_fig(d: ReportData) -> dict | None:
                        "y": [h.values[k] for k in bad], "marker": {"size": 6, "color": INFEASIBLE, "symbol": "x"}})
     traces.append({"type": "scatter", "mode": "lines", "name": "best feasible so far" if bad else "best so far",
                    "x": h.numbers, "y": h.best, "line": {"shape": "hv", "color": "#222"}})
+    shown = list(h.values)
     if h.other_numbers:
-        floor = min(h.values) if h.values else 0.0
+        # a pruned trial at the last value it reported (where it stopped); a failed one, which has
+        # none, at the top of the plot (the worst end for a minimized value), not on the best line
+        curves = {t.number: t.curves.get(d.metric) or [] for t in d.trials}
+        worst_end = (min(h.values) if d.direction == "maximize" else max(h.values)) if h.values else 0.0
         colors = {**STATE_COLORS, "infeasible": INFEASIBLE}
-        for state, label in (("pruned", "pruned"), ("fail", "fail"), ("infeasible", "infeasible before training")):
+        for state, label in (("pruned", "pruned (last value)"), ("fail", "fail (no value)"),
+                             ("infeasible", "infeasible before training (no value)")):
             xs = [n for n, s in zip(h.other_numbers, h.other_states) if s == state]
-            if xs:
-                traces.append({"type": "scattergl", "mode": "markers", "name": f"{label} (no value)", "x": xs,
-                               "y": [floor] * len(xs), "marker": {"symbol": "x", "size": 6, "color": colors[state]}})
-    return {"data": traces, "layout": _layout(xaxis={"title": {"text": "trial"}},
-                                              yaxis={"title": {"text": d.metric}})}
+            if not xs:
+                continue
+            ys = []
+            for n in xs:
+                last = [v for v in curves.get(n, []) if isinstance(v, (int, float)) and math.isfinite(v)]
+                ys.append(last[-1] if state == "pruned" and last else worst_end)
+            shown += ys
+            traces.append({"type": "scattergl", "mode": "markers", "name": label, "x": xs, "y": ys,
+                           "marker": {"symbol": "x", "size": 6, "color": colors[state]}})
+    yaxis = {"title": {"text": d.metric}}
+    if _positive_spread(shown):
+        yaxis = {"title": {"text": d.metric + " (log)"}, "type": "log", "dtick": 1}
+    return {"data": traces, "layout": _layout(xaxis={"title": {"text": "trial"}}, yaxis=yaxis)}
 
 
-def _joined(curves: list) -> tuple[list, list]:
-    """Many curves as one trace: epochs and values with a None between curves."""
+def _joined(curves: list) -> tuple[list, list, list]:
+    """Many curves as one trace: epochs and values with a None between curves, and each point's
+    trial number (the hover text)."""
     xs: list = []
     ys: list = []
+    text: list = []
     for c in curves:
         xs.extend(range(1, len(c.values) + 1))
         ys.extend(c.values)
+        text.extend([f"trial {c.number}"] * len(c.values))
         xs.append(None)
         ys.append(None)
-    return xs, ys
+        text.append(None)
+    return xs, ys, text
+
+
+def _line(name: str, curves: list, color: str, opacity: float) -> dict:
+    xs, ys, text = _joined(curves)
+    return {"type": "scattergl", "mode": "lines", "name": name, "x": xs, "y": ys, "text": text,
+            "hovertemplate": "%{text}, epoch %{x}: %{y:.4g}<extra>" + html.escape(name) + "</extra>",
+            "line": {"width": 1, "color": color}, "opacity": opacity}
 
 
 def _curves_fig(d: ReportData) -> dict | None:
@@ -140,12 +165,18 @@ def _curves_fig(d: ReportData) -> dict | None:
     if not cs.curves:
         return None
     traces = []
+    distinct = sorted({c.color for c in cs.curves if c.color is not None}, key=lambda v: (str(type(v)), v)) \
+        if cs.color_kind == "numeric" else []
     if cs.color_kind == "categorical":
-        cats = list(dict.fromkeys(str(c.color) for c in cs.curves))
+        cats = list(dict.fromkeys(str(c.color) for c in cs.curves if c.color is not None))
         for i, cat in enumerate(cats):
-            xs, ys = _joined([c for c in cs.curves if str(c.color) == cat])
-            traces.append({"type": "scattergl", "mode": "lines", "name": f"{cs.color_by}={cat}", "x": xs, "y": ys,
-                           "line": {"width": 1, "color": PALETTE[i % len(PALETTE)]}, "opacity": 0.7})
+            traces.append(_line(f"{cs.color_by}={cat}", [c for c in cs.curves if str(c.color) == cat],
+                                PALETTE[i % len(PALETTE)], 0.7))
+    elif cs.color_kind == "numeric" and len(distinct) <= len(VIRIDIS) and all(float(v).is_integer() for v in distinct):
+        # a few whole values (depth, batch size): one colour each, named by its value
+        for i, v in enumerate(distinct):
+            color = VIRIDIS[round(i * (len(VIRIDIS) - 1) / max(1, len(distinct) - 1))]
+            traces.append(_line(f"{cs.color_by}={fmt(v)}", [c for c in cs.curves if c.color == v], color, 0.8))
     elif cs.color_kind == "numeric":
         vals = [c.color for c in cs.curves if c.color is not None]
         tr = (lambda v: math.log10(v)) if cs.color_log else float
@@ -157,22 +188,43 @@ def _curves_fig(d: ReportData) -> dict | None:
                      and min(nb - 1, int((tr(c.color) - lo) / width)) == b]
             if not group:
                 continue
-            xs, ys = _joined(group)
             a, z = lo + b * width, lo + (b + 1) * width
             label = f"{10 ** a:.2g}-{10 ** z:.2g}" if cs.color_log else f"{a:.3g}-{z:.3g}"
-            traces.append({"type": "scattergl", "mode": "lines", "name": f"{cs.color_by} {label}", "x": xs, "y": ys,
-                           "line": {"width": 1, "color": VIRIDIS[b]}, "opacity": 0.8})
+            traces.append(_line(f"{cs.color_by} {label}", group, VIRIDIS[b], 0.8))
+    else:
+        traces.append(_line(cs.metric, cs.curves, PALETTE[0], 0.6))
+    if cs.color_kind:
         missing = [c for c in cs.curves if c.color is None]
         if missing:
-            xs, ys = _joined(missing)
-            traces.append({"type": "scattergl", "mode": "lines", "name": f"no {cs.color_by}", "x": xs, "y": ys,
-                           "line": {"width": 1, "color": "#bbbbbb"}})
-    else:
-        xs, ys = _joined(cs.curves)
-        traces.append({"type": "scattergl", "mode": "lines", "name": cs.metric, "x": xs, "y": ys,
-                       "line": {"width": 1, "color": PALETTE[0]}, "opacity": 0.6})
-    return {"data": traces, "layout": _layout(xaxis={"title": {"text": "epoch"}},
-                                              yaxis={"title": {"text": cs.metric}})}
+            traces.append(_line(f"no {cs.color_by}", missing, "#bbbbbb", 0.6))
+    values = [v for c in cs.curves for v in c.values]
+    yaxis = {"title": {"text": cs.metric + (" (log)" if _positive_spread(values) else "")}}
+    if _positive_spread(values):
+        yaxis.update(type="log", dtick=1)  # a label per decade, not 2 and 5 between
+    return {"data": traces, "layout": _layout(xaxis={"title": {"text": "epoch"}}, yaxis=yaxis)}
+
+
+def _train_val_fig(d: ReportData) -> dict | None:
+    """Train and validation loss per epoch of the best few trials: where they part, it overfits."""
+    by_number = {t.number: t for t in d.trials}
+    shown = [by_number[b.number] for b in d.best[:5] if b.number in by_number]
+    shown = [t for t in shown if t.curves.get("train_loss") and t.curves.get("val_loss")]
+    if not shown:
+        return None
+    traces = []
+    values: list = []
+    for i, t in enumerate(shown):
+        color = PALETTE[i % len(PALETTE)]
+        for key, dash, label in (("val_loss", "solid", "validation"), ("train_loss", "dot", "train")):
+            ys = [v if v is None or math.isfinite(v) else None for v in t.curves[key]]
+            values += ys
+            traces.append({"type": "scatter", "mode": "lines", "name": f"trial {t.number} {label}",
+                           "legendgroup": str(t.number), "x": list(range(1, len(ys) + 1)), "y": ys,
+                           "line": {"width": 1.5, "color": color, "dash": dash}})
+    yaxis = {"title": {"text": "loss" + (" (log)" if _positive_spread(values) else "")}}
+    if _positive_spread(values):
+        yaxis.update(type="log", dtick=1)  # a label per decade, not 2 and 5 between
+    return {"data": traces, "layout": _layout(xaxis={"title": {"text": "epoch"}}, yaxis=yaxis)}
 
 
 def _dimension(d: ReportData, name: str, values: list) -> dict:
@@ -202,8 +254,17 @@ def _parallel_fig(d: ReportData) -> tuple[dict | None, str]:
                      "line": {"color": d.params.objective, "colorscale": "Viridis", "reversescale": not reverse,
                               "showscale": True}}],
            "layout": _layout(margin={"l": 80, "r": 80, "t": 60, "b": 30})}
-    note = "" if len(order) <= 8 else f"the 8 most important of {len(order)} parameters are shown"
+    note = "" if len(order) <= 8 else f"The 8 most important of {len(order)} parameters are shown."
     return fig, note
+
+
+def _pow2(values: list) -> bool:
+    """Whole powers of two over two doublings or more (batch size, width): a log2 axis spaces them."""
+    present = [v for v in values if v is not None]
+    return len(set(present)) > 2 and all(isinstance(v, int) and v > 0 and v & (v - 1) == 0 for v in present)
+
+
+SLICE_ROW_PX = 300  # one row of slice plots: the plot, its tick labels and its title below
 
 
 def _slice_fig(d: ReportData) -> dict | None:
@@ -212,20 +273,32 @@ def _slice_fig(d: ReportData) -> dict | None:
         return None
     cols = min(4, len(names))
     rows = math.ceil(len(names) / cols)
-    traces, layout = [], _layout(height=260 * rows, showlegend=False)
+    height = SLICE_ROW_PX * rows
+    traces, layout = [], _layout(height=height + 90, showlegend=False)
     for i, name in enumerate(names):
         ax = "" if i == 0 else str(i + 1)
         r, c = divmod(i, cols)
         pairs = [(v, y) for v, y in zip(d.params.values[name], d.params.objective) if v is not None]
-        xs = [str(v) for v, _ in pairs] if d.params.kinds[name] == "categorical" else [v for v, _ in pairs]
+        categorical = d.params.kinds[name] == "categorical"
+        xs = [str(v) for v, _ in pairs] if categorical else [v for v, _ in pairs]
         traces.append({"type": "scattergl", "mode": "markers", "x": xs, "y": [y for _, y in pairs], "xaxis": f"x{ax}",
-                       "yaxis": f"y{ax}", "marker": {"size": 4, "color": PALETTE[0], "opacity": 0.6}, "name": name})
+                       "yaxis": f"y{ax}", "marker": {"size": 4, "color": PALETTE[0], "opacity": 0.6}, "name": name,
+                       "hovertemplate": f"{html.escape(name)} %{{x}}: %{{y:.4g}}<extra></extra>"})
         gap = 0.06
-        layout[f"xaxis{ax}"] = {"domain": [c / cols + gap / 2, (c + 1) / cols - gap / 2], "anchor": f"y{ax}",
-                                "title": {"text": name}, "type": "log" if d.params.logs[name] else (
-                                    "category" if d.params.kinds[name] == "categorical" else "linear")}
-        layout[f"yaxis{ax}"] = {"domain": [1 - (r + 1) / rows + 0.08 / rows, 1 - r / rows - 0.02 / rows],
-                                "anchor": f"x{ax}", "title": {"text": d.metric if c == 0 else ""}}
+        xaxis = {"domain": [c / cols + gap / 2, (c + 1) / cols - gap / 2], "anchor": f"y{ax}",
+                 "title": {"text": name, "standoff": 4}, "automargin": False,
+                 "type": "log" if d.params.logs[name] else ("category" if categorical else "linear")}
+        if not categorical and not d.params.logs[name] and _pow2(d.params.values[name]):
+            ticks = sorted({v for v, _ in pairs})
+            xaxis.update(type="log", tickvals=ticks, ticktext=[str(v) for v in ticks])
+        if categorical:  # a few names side by side; more, slanted (the room below holds them and the title)
+            xaxis["tickangle"] = 0 if len({x for x in xs}) <= 4 else -30
+        layout[f"xaxis{ax}"] = xaxis
+        # each row keeps ~85 px under its plot for tick labels and the axis title, which otherwise
+        # sat on the plot below and read as its title
+        bottom = 1 - (r + 1) / rows + 85 / height
+        layout[f"yaxis{ax}"] = {"domain": [bottom, 1 - r / rows - 10 / height], "anchor": f"x{ax}",
+                                "title": {"text": d.metric if c == 0 else ""}}
     return {"data": traces, "layout": layout}
 
 
@@ -415,7 +488,8 @@ def _table(header: list[str], rows: list[list[str]], classes: list[str] | None =
     for i, row in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # wide tables (many parameters) scroll inside their box, not the whole page
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def best_table_rows(d: ReportData) -> tuple[list[str], list[list[str]]]:
@@ -425,9 +499,10 @@ def best_table_rows(d: ReportData) -> tuple[list[str], list[list[str]]]:
     from shoal.report._data import KEY_PARAMS
 
     names.sort(key=lambda n: KEY_PARAMS.index(n) if n in KEY_PARAMS else len(KEY_PARAMS))
-    # Every objective of a multi-objective study; val_acc as well unless it is one of them.
+    # Every objective of a multi-objective study; val_acc (val_r2 for regression) as well unless it is one of them.
     objectives = d.objectives if d.multi else [d.metric]
-    acc = [] if "val_acc" in objectives else ["val_acc"]
+    also = d.best[0].also if d.best else "val_acc"
+    acc = [] if also in objectives or all(b.val_acc is None for b in d.best) else [also]
     header = ["#", *objectives, *acc, "wall s", "epochs", *names]  # the trial's wall time (show's "train s": its training)
     rows = [[str(b.number), *([fmt(v) for v in b.values] if d.multi else [fmt(b.value)]),
              *([fmt(b.val_acc)] if acc else []), fmt(b.seconds), fmt(b.epochs_run),
@@ -492,8 +567,10 @@ def gap_summary(d: ReportData) -> str:
     over = sum(1 for g in d.gaps if g.flag == "overfit")
     under = sum(1 for g in d.gaps if g.flag == "underfit")
     return (f"{over} of {len(d.gaps)} trials flagged overfitting (gap above {r.overfit_ratio:g} x the final "
-            f"validation loss and validation loss {r.rise:.0%} above its minimum at the end), {under} underfitting "
-            f"(final train accuracy below {r.underfit_share:.0%} of the study's best).")
+            f"validation loss and validation loss {r.rise:.0%} above its minimum at the end), " + (
+                f"{under} underfitting (a complete trial's final train accuracy below {r.underfit_share:.0%} of the "
+                f"study's best; pruned trials stopped early and are not judged)." if any(g.train_acc is not None for g in d.gaps)
+                else "underfitting not judged (it compares train accuracies; this study records none)."))
 
 
 def warm_rows(warm: list[dict[str, Any]], metric: str) -> tuple[list[str], list[list[str]]]:
@@ -540,6 +617,27 @@ def timing_rows(d: ReportData) -> list[tuple[str, str]]:
 
 
 # --------------------------------------------------------------------------------------------- page
+# A figure with fewer points than this draws them as SVG (``scatter``), not WebGL: a browser keeps
+# only so many WebGL contexts per page (Chromium: 16, fewer on some machines) and drops the oldest
+# figure's when a report has more, which left its plot empty.
+WEBGL_FROM_POINTS = 5000
+
+
+def _svg_when_small(fig: dict) -> dict:
+    points = sum(len(t.get("x") or []) for t in fig["data"])
+    if points < WEBGL_FROM_POINTS:
+        for t in fig["data"]:
+            if t.get("type") == "scattergl":
+                t["type"] = "scatter"
+    return fig
+
+
+def _positive_spread(values: list) -> bool:
+    """Whether ``values`` are all positive and span two decades or more: a log axis reads them."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return bool(vals) and min(vals) > 0 and max(vals) / min(vals) >= 100
+
+
 def page(title: str, subtitle: str, sections: list[tuple[str, str, str]], figures: dict[str, dict]) -> str:
     """One self-contained page: ``sections`` are (id, heading, inner html); a ``{{fig:NAME}}`` marker
     in the inner html is replaced by the figure NAME (plotly.js is embedded once)."""
@@ -551,6 +649,7 @@ def page(title: str, subtitle: str, sections: list[tuple[str, str, str]], figure
         for name, fig in figures.items():
             marker = f"{{{{fig:{name}}}}}"
             if marker in inner:
+                fig = _svg_when_small(fig)
                 fig["layout"].setdefault("template", template)
                 div = pio.to_html(fig, full_html=False, include_plotlyjs=False, validate=False,
                                   default_height=f"{fig['layout'].get('height', 420)}px",
@@ -613,17 +712,27 @@ def render_html(d: ReportData) -> str:
         header, rows = infeasible_table_rows(d)
         body["constraints"] = _note(constraints_summary(d)) + (_table(header, rows) if rows else "")
     put("history", _history_fig(d), f"{d.metric} of each complete trial ({d.direction}) and the best so far; "
-        "pruned and failed trials are marked on the lowest value." + (
+        "pruned trials are crosses at the last value they reported, failed ones (no value) crosses at the worst end." + (
             " Infeasible trials are grey crosses." if not all(d.history.feasible) else "") + first,
         "No trial has finished yet.")
     failed = [t for t in d.trials if t.state == "fail"]
     if failed and "history" in figs:
-        body["history"] += _note(f"{len(failed)} failed trials; the last reasons:") + _table(
+        body["history"] += _note(f"{len(failed)} failed trial{'s' if len(failed) != 1 else ''}; "
+                                 f"the last reason{'s' if len(failed) != 1 else ''}:") + _table(
             ["#", "reason"], [[str(t.number), (t.fail_reason or "?")[:160]] for t in failed[-10:]])
     cs = d.curves
     color = f", coloured by {cs.color_by}" if cs.color_by else ""
-    put("curves", _curves_fig(d), f"{cs.metric} per epoch for {len(cs.curves)} of {cs.total} trials{color}. "
+    curves = _curves_fig(d)
+    put("curves", curves, f"{cs.metric} per epoch for {len(cs.curves)} of {cs.total} trials{color}"
+        + (", on a log axis" if curves and curves["layout"]["yaxis"].get("type") == "log" else "")
+        + (f"; failed trials (diverged) left out: {cs.failed}" if cs.failed else "") + ". Hover a line for its trial. "
         + cs.note, "No trial recorded learning curves (user objectives record none unless they return them).")
+    train_val = _train_val_fig(d)
+    if train_val is not None and "curves" in figs:
+        figs["train_val"] = train_val
+        body["curves"] += _note("Train (dotted) and validation (solid) loss of the best trials: where the "
+                                "validation loss turns up while the train loss goes on down, the trial overfits.") \
+            + "{{fig:train_val}}"
     fig, note = _parallel_fig(d)
     put("parallel", fig, note + first, "Parallel coordinates need at least 2 complete trials and a varying parameter.")
     put("slice", _slice_fig(d), f"{d.metric} against each parameter that varied (complete trials).{first}",

@@ -225,8 +225,11 @@ def contour_data(params: ParamData, imp: Importance, size: int = 30) -> tuple[Co
         return None, f"a contour needs at least 4 complete trials; this study has {len(params.numbers)}"
     usable = params.present_in_all()
     ranked = [p for p in imp.values if p in usable] or usable
+    # numbers only: between two categories (relu and tanh) there is nothing to interpolate
+    ranked = [p for p in ranked if params.kinds[p] == "numeric"]
     if len(ranked) < 2:
-        return None, "a contour needs two parameters that varied in every complete trial"
+        return None, ("a contour needs two numeric parameters that varied in every complete trial (categorical "
+                      "ones, such as the optimizer, are compared in the slice plots)")
     import numpy as np
     from scipy.interpolate import griddata
 
@@ -276,6 +279,8 @@ def curve_set(trials: list[TrialInfo], ranked: list[TrialInfo], metric: str, col
               max_curves: int) -> CurveSet:
     name = metric if any(metric in t.curves for t in trials) else "val_loss"
     with_curve = [t for t in trials if isinstance(t.curves.get(name), list) and t.curves[name]]
+    failed = sum(t.state == "fail" for t in with_curve)
+    with_curve = [t for t in with_curve if t.state != "fail"]
     drawn = _pick_curves(with_curve, ranked, max_curves)
     colors = [t.config.get(color_by) for t in drawn] if color_by else []
     present = [c for c in colors if c is not None]
@@ -289,13 +294,15 @@ def curve_set(trials: list[TrialInfo], ranked: list[TrialInfo], metric: str, col
     if len(drawn) < len(with_curve):
         note = (f"{len(drawn)} of {len(with_curve)} curves drawn: the {max_curves // 4} best trials, then "
                 "trials spread evenly over the study.")
-    return CurveSet(name, color_by if kind else None, kind, log, curves, len(with_curve), note)
+    return CurveSet(name, color_by if kind else None, kind, log, curves, len(with_curve), note, failed)
 
 
 def best_row(t: TrialInfo) -> BestRow:
-    acc = t.curves.get("val_acc") or []
+    # beside the value: the accuracy, or R^2 for regression (where accuracy means nothing)
+    also = "val_r2" if not t.curves.get("val_acc") and t.curves.get("val_r2") else "val_acc"
+    acc = t.curves.get(also) or []
     return BestRow(t.number, t.value, _float(acc[-1]) if acc else None, t.seconds, t.epochs_run, dict(t.config),
-                   list(t.values))
+                   list(t.values), also)
 
 
 def gap_rows(trials: list[TrialInfo], rules: GapRules) -> list[GapRow]:
@@ -316,8 +323,8 @@ def gap_rows(trials: list[TrialInfo], rules: GapRules) -> list[GapRow]:
     for r in rows:
         if r.gap > rules.overfit_ratio * abs(r.val_loss) and r.val_rising:
             r.flag = "overfit"
-        elif best_acc and r.train_acc is not None and r.train_acc < rules.underfit_share * best_acc:
-            r.flag = "underfit"
+        elif r.state == "complete" and best_acc and r.train_acc is not None and r.train_acc < rules.underfit_share * best_acc:
+            r.flag = "underfit"  # (a pruned trial stopped early by design: low accuracy is no verdict on it)
     return rows
 
 
