@@ -190,3 +190,28 @@ def test_a_full_disk_stops_the_study_clearly_and_keeps_what_was_written(workdir,
     assert sum(counted(t) for t in trials) == 12
     for number, record in now.items():
         assert _finished(trials)[number] == record
+
+
+def _run_cli(workdir, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "shoal", *args], cwd=workdir, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_files_that_are_no_storage_are_refused_and_left_as_they_were(workdir):
+    # an application's log named like a journal: repairing a journal's cut last line would have cut it
+    (workdir / "app.log").write_bytes(b"INFO started\nINFO epoch 1 done")
+    (workdir / "garbage.db").write_bytes(os.urandom(5000))
+    with sqlite3.connect(workdir / "other.db") as con:  # another application's SQLite database
+        con.execute("CREATE TABLE customers (id INTEGER)")
+    (workdir / "folder.db").mkdir()
+    before = {p: (workdir / p).read_bytes() for p in ("app.log", "garbage.db", "other.db")}
+    cases = [("app.log", "is not an Optuna journal"), ("garbage.db", "is not a SQLite database"),
+             ("other.db", "is another application's database (tables customers)"),
+             ("folder.db", "is a folder, not a SQLite file")]
+    for name, message in cases:
+        for args in (("show", "-s", name), ("tune", "--check", "-s", name),
+                     ("tune", "-s", name, "--trials", "1", "--epochs", "1", "-q")):
+            done = _run_cli(workdir, *args)
+            assert done.returncode == 2 and message in _one_paragraph(done.stderr), (args, done.stderr)
+    assert {p: (workdir / p).read_bytes() for p in before} == before  # not a byte changed
+    assert (workdir / "folder.db").is_dir() and not list((workdir / "folder.db").iterdir())

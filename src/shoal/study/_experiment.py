@@ -376,6 +376,66 @@ def _cut_partial_line(backend: Any, path: Path) -> None:
                                        "interrupted write", path, size - end)
 
 
+JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def _check_storage_file(path: str, *, journal: bool) -> None:
+    """Refuse, before anything opens or changes it, a storage path that is not one: a folder, a
+    file of another kind (an application's ``.log``, which repairing a journal's last line would
+    cut; a ``.db`` that is no SQLite database), another application's SQLite database (Optuna
+    would add its tables to it), or a new file in a folder that cannot be written."""
+    import os
+
+    p = Path(path)
+    kind = "journal file" if journal else "SQLite file"
+    if p.is_dir():
+        raise ConfigError(f"The storage {path!r} is a folder, not a {kind}. Give a file name such as "
+                          f"{str(p / ('shoal.log' if journal else 'shoal.db'))!r}.")
+    if not p.exists():
+        parent = p.parent if str(p.parent) else Path(".")
+        if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"Cannot create the {kind} {path!r}: its folder {str(parent)!r} is not writable. "
+                              "Give a path in a folder you may write to.")
+        return
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4096)
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the storage {path!r}: {exc.strerror or exc}. Check its permissions.") from None
+    if not head:
+        return  # empty: a new storage
+    if journal:
+        import json
+
+        first = head.split(b"\n", 1)[0]
+        try:
+            record = json.loads(first.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            record = None
+        if not (isinstance(record, dict) and "op_code" in record) and not (b"\n" not in head and head.startswith(b'{"op_code"')):
+            raise ConfigError(f"The file {path!r} is not an Optuna journal (its first line is no journal record): "
+                              "shoal leaves it as it is. Give the storage another file name; a new name.log is "
+                              "created.")
+        return
+    if not head.startswith(b"SQLite format 3\x00"):
+        raise ConfigError(f"The file {path!r} is not a SQLite database (it may be another kind of file, or "
+                          "damaged): shoal leaves it as it is. Give the storage another file name; a new name.db "
+                          "is created.")
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{p.resolve()}?mode=ro", uri=True) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"The SQLite file {path!r} cannot be read ({exc}): it may be damaged. Give the storage "
+                          "another file name, or restore the file from a copy.") from None
+    if tables and not {"studies", "trials", "alembic_version"} <= tables:
+        shown = ", ".join(sorted(tables)[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+        raise ConfigError(f"The SQLite file {path!r} is another application's database (tables {shown}), not an "
+                          "Optuna storage: shoal will not add its tables to it. Give the storage another file name.")
+
+
 def storage_file(storage: str | None) -> str | None:
     """The file behind a storage setting (``x.db``, ``sqlite:///x.db``, ``journal:x``, ``x.log``; the
     default ``shoal.db``), or None for a database server's URL."""
@@ -424,8 +484,12 @@ def resolve_storage(storage: str | None, create: bool = True):
     creates it): the storage is only checked, and described as a string.
     """
     if storage is None or storage == "":
+        _check_storage_file("shoal.db", journal=False)
         return "sqlite:///shoal.db"
     s = str(storage)
+    path = storage_file(s)
+    if path is not None and (s.startswith(("journal:", "sqlite:///")) or s.endswith(JOURNAL_SUFFIXES + SQLITE_SUFFIXES)):
+        _check_storage_file(path, journal=not s.startswith("sqlite:///") and not s.endswith(SQLITE_SUFFIXES))
     if "://" in s and not create:
         from shoal.study._shared import check_server
 
@@ -435,7 +499,7 @@ def resolve_storage(storage: str | None, create: bool = True):
         from shoal.study._shared import server_storage
 
         return server_storage(s)  # a database server: heartbeats, so that several drivers can share it
-    if s.startswith("journal:") or s.endswith((".log", ".jsonl", ".journal")):
+    if s.startswith("journal:") or s.endswith(JOURNAL_SUFFIXES):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
@@ -447,7 +511,7 @@ def resolve_storage(storage: str | None, create: bool = True):
         backend = JournalFileBackend(path)
         _cut_partial_line(backend, Path(path))
         return JournalStorage(backend)
-    if s.endswith((".db", ".sqlite", ".sqlite3")):
+    if s.endswith(SQLITE_SUFFIXES):
         if not Path(s).parent.exists():
             raise ConfigError(f"The folder of SQLite file {s!r} does not exist. Create it first.")
         return f"sqlite:///{s}"
