@@ -197,6 +197,42 @@ def test_a_killed_pbt_study_resumes_from_its_checkpoint(workdir):
     assert not ckpt.exists()
 
 
+def test_two_storage_files_in_one_folder_keep_their_own_pbt_checkpoints():
+    # both studies are named "digits-mlp": one shared file was deleted by whichever run finished first
+    assert checkpoint_path("a.db", "digits-mlp") != checkpoint_path("b.db", "digits-mlp")
+    assert checkpoint_path("sub/a.db", "s").parent == checkpoint_path("sqlite:///sub/b.db", "s").parent
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_killed_pbt_study_whose_checkpoint_is_gone_starts_its_population_again(workdir, damage):
+    """SIGKILL after a checkpoint, then the checkpoint lost or cut short: the rerun trains the
+    population again from epoch 0 in the interrupted trials' retries (it crashed, and each rerun
+    failed more trials), and keeps an unreadable file aside rather than deleting it."""
+    cli = _cli(workdir)
+    cli[cli.index("--epochs") + 1] = "30"  # long enough to be killed mid-way
+    ckpt = checkpoint_path(str(workdir / "pbt.db"), "p")
+    proc = subprocess.Popen(cli, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if damage == "deleted":
+        ckpt.unlink()
+    else:
+        ckpt.write_bytes(ckpt.read_bytes()[:100])
+    done = subprocess.run(cli, env=subprocess_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="p", storage=f"sqlite:///{workdir / 'pbt.db'}")
+    complete = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert sorted(t.user_attrs["pbt"]["slot"] for t in complete) == list(range(4))
+    assert all(t.user_attrs["epochs_run"] == 30 for t in complete)
+    assert not [t for t in study.get_trials() if t.state.name in ("RUNNING", "WAITING")]
+    aside = ckpt.with_name(ckpt.name + ".unreadable")
+    assert aside.exists() == (damage == "truncated") and not ckpt.exists()
+
+
 def test_the_report_draws_pbt_lineage(workdir):
     from shoal.report import load_report
     from shoal.space import Float, Space

@@ -193,9 +193,9 @@ def _spawned(conn) -> None:
     """A ``spawn`` worker's target: its setup arrives on ``conn`` once it has started."""
     try:
         args = conn.recv()
-    except EOFError:
+        _worker(conn, *args)
+    except (EOFError, OSError):  # the driver is gone (killed: reset, broken pipe): so is this worker's job
         return
-    _worker(conn, *args)
 
 
 def _worker_main(fd: int) -> None:

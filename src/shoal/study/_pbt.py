@@ -117,13 +117,14 @@ def checkpoint_path(storage: Any, study: str) -> Path:
     """Where a PBT study's population checkpoint lives: beside a SQLite or journal file, else in
     ``.shoal/`` of the working directory."""
     url = str(storage) if storage else "shoal.db"
-    base = Path(".shoal")
-    if url.startswith("sqlite:///"):
-        base = Path(url[len("sqlite:///"):]).parent
-    elif "://" not in url:
-        base = Path(url.removeprefix("journal:")).parent
+    base, stem = Path(".shoal"), ""
+    if url.startswith("sqlite:///") or "://" not in url:
+        file = Path(url.removeprefix("sqlite:///").removeprefix("journal:"))
+        # named after the storage file too: one study name in two files of a folder (a.db and b.db,
+        # both "digits-mlp") must not share, and delete, one checkpoint
+        base, stem = file.parent, file.name + "."
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in study)
-    return base / f".{safe}.pbt.pt"
+    return base / f".{stem}{safe}.pbt.pt"
 
 
 def _save(path: Path, payload: dict[str, Any]) -> None:
@@ -209,7 +210,14 @@ def run_pbt(runner: StudyRunner, exp: Experiment, data: PreparedData | None, *, 
         rng.bit_generator.state = state
         log.info("PBT: resumed %d members at epoch %d from %s", len(members), epoch, ckpt)
     else:
-        while (job := runner.ask()) is not None:
+        # members interrupted before any checkpoint (or whose checkpoint is gone) start again from
+        # epoch 0 in their retries, as many as the population holds; the strategy fills the rest
+        retried = runner.take_waiting()
+        for job in retried[exp.trials:]:  # copies made at exploit steps, beyond the population
+            runner.fail(job, "interrupted, and no PBT checkpoint was left to resume it from; the population "
+                             "started again from epoch 0")
+        queue = list(retried[:exp.trials])
+        while (job := queue.pop(0) if queue else (runner.ask() if len(members) < exp.trials else None)) is not None:
             try:
                 cfg = norm(job.config)
             except ConfigError as exc:
@@ -316,7 +324,15 @@ def _resume(runner: StudyRunner, ckpt: Path, pool, exp: Experiment, metric: str)
 
     if not ckpt.exists():
         return None
-    payload = torch.load(ckpt, weights_only=False)
+    try:
+        payload = torch.load(ckpt, weights_only=False)
+        payload["members"], payload["epoch"], payload["rng"]
+    except Exception as exc:  # a truncated or foreign file: kept aside, never deleted, and not used
+        aside = ckpt.with_name(ckpt.name + ".unreadable")
+        os.replace(ckpt, aside)
+        log.warning("PBT: the checkpoint %s cannot be read (%s); moved to %s. The population starts again from "
+                    "epoch 0 (every trial recorded so far stays in the study).", ckpt, str(exc).split("\n")[0], aside)
+        return None
     retries = {job.trial.user_attrs.get("retry_of"): job for job in runner.take_waiting()}
     members = []
     for rec in payload["members"]:
