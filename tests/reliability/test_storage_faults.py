@@ -215,3 +215,22 @@ def test_files_that_are_no_storage_are_refused_and_left_as_they_were(workdir):
             assert done.returncode == 2 and message in _one_paragraph(done.stderr), (args, done.stderr)
     assert {p: (workdir / p).read_bytes() for p in before} == before  # not a byte changed
     assert (workdir / "folder.db").is_dir() and not list((workdir / "folder.db").iterdir())
+
+
+def test_a_second_driver_on_a_file_study_is_refused_while_the_first_runs(workdir):
+    # The second driver took the first's running trials for a killed run's (failed them, ran them
+    # again) and the first then crashed writing to them. The lock is held here as a run holds it.
+    from shoal.study._experiment import one_driver
+
+    args = ("tune", "-s", "d.db", "--trials", "2", "--epochs", "1", "-q", "-p", "width=32", "-p", "depth=1")
+    with one_driver("d.db", "digits-mlp"):
+        done = _run_cli(workdir, *args)
+        assert done.returncode == 2
+        text = _one_paragraph(done.stderr)
+        assert f"Another shoal process (pid {os.getpid()}) is running the study 'digits-mlp' in 'd.db'" in text
+        assert "PostgreSQL" in text
+        other = _run_cli(workdir, *args, "--study", "other")  # another study of the file: its own driver
+        assert other.returncode == 0, other.stderr
+    assert _run_cli(workdir, *args).returncode == 0  # released: the same command runs
+    study = optuna.load_study(study_name="digits-mlp", storage="sqlite:///" + str(workdir / "d.db"))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2

@@ -5,6 +5,7 @@ Validated as a whole before anything touches the storage, so that bad input writ
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
@@ -434,6 +435,50 @@ def _check_storage_file(path: str, *, journal: bool) -> None:
         shown = ", ".join(sorted(tables)[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
         raise ConfigError(f"The SQLite file {path!r} is another application's database (tables {shown}), not an "
                           "Optuna storage: shoal will not add its tables to it. Give the storage another file name.")
+
+
+@contextlib.contextmanager
+def one_driver(storage: str | None, study: str):
+    """Hold the study's driver lock while a run drives it (a SQLite or journal file; nothing for a
+    database server, where several drivers share a study through heartbeats).
+
+    On a file, a trial found RUNNING at start is a killed run's and is recovered (failed, run
+    again); a second driver would take a live run's trials for dead ones, and the first would then
+    crash writing to trials that were no longer its own. The lock is ``flock`` on a hidden file
+    beside the storage: the system drops it when its process ends, however it ends.
+    """
+    path = storage_file(storage)
+    if path is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): one driver per study is the user's to keep
+        yield
+        return
+    file = Path(path)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in study)
+    lock = file.parent / f".{file.name}.lock-{safe}"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # an unwritable folder: the storage's own check says so
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ConfigError(
+                f"Another shoal process (pid {holder}) is running the study {study!r} in {path!r}. A SQLite or "
+                f"journal file takes one driver per study: wait for that run to end (or stop it; running this "
+                f"command again then continues the study), or share the study between drivers on PostgreSQL "
+                f"(docs/scaling.md).") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def storage_file(storage: str | None) -> str | None:

@@ -528,6 +528,14 @@ def _refuse_other_measures(study: optuna.Study, exp: Experiment, existing: int, 
 @_storage_faults
 def _run(exp: Experiment, space: Space, direction: str | list[str], metric: str, body: Callable, progress: bool,
          console: Console | None, attrs: Mapping[str, Any]) -> TuneResult:
+    from shoal.study._experiment import one_driver
+
+    with one_driver(exp.storage, exp.study_name):  # a second driver on a file would take our trials for dead
+        return _drive(exp, space, direction, metric, body, progress, console, attrs)
+
+
+def _drive(exp: Experiment, space: Space, direction: str | list[str], metric: str, body: Callable, progress: bool,
+           console: Console | None, attrs: Mapping[str, Any]) -> TuneResult:
     from shoal.study._display import Progress
     from shoal.study._runner import StudyRunner
     from shoal.study._strategies import make_pruner, make_sampler
