@@ -43,4 +43,8 @@ class TrialFailed(ShoalError):
 
 
 class Diverged(TrialFailed):
-    """Training diverged (NaN / inf loss)."""
+    """Training diverged (NaN / inf loss). ``record`` is the epoch that diverged, when one was measured."""
+
+    def __init__(self, message: str, record: object = None) -> None:
+        super().__init__(message)
+        self.record = record

@@ -173,14 +173,18 @@ def test_builtin_mlp_study_records_everything(workdir):
     assert result.best_params == study.best_trial.user_attrs["config"]
 
 
-def test_builtin_diverging_trial_fails_with_reason(workdir):
+@pytest.mark.parametrize("engine", ["population", "single"])
+def test_builtin_diverging_trial_fails_with_reason_and_keeps_its_curve(workdir, engine):
     result = shoal.tune(data="digits", preset="mlp", strategy="random", trials=2, epochs=2, storage="d.db",
-                        progress=False, params={"optimizer": "sgd", "lr": 1e6, "batch_norm": "off", "width": 32,
-                                                "depth": 1, "init": "he", "lr_decay": "none"})
+                        progress=False, engine=engine, params={"optimizer": "sgd", "lr": 1e6, "batch_norm": "off",
+                                                               "width": 32, "depth": 1, "init": "he", "lr_decay": "none"})
     trials = result.study.trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert all("diverged" in t.user_attrs["fail_reason"] for t in trials)
+    assert all("diverged at epoch 1" in t.user_attrs["fail_reason"] for t in trials)
     assert result.best_params is None
+    for t in trials:  # the epoch it diverged in is recorded, by either engine (the single one kept nothing)
+        assert t.user_attrs["epochs_run"] == 1 and len(t.user_attrs["curves"]["train_loss"]) == 1
+        assert t.user_attrs["engine"] == engine
 
 
 def test_builtin_kfold_and_val_acc_metric(workdir):

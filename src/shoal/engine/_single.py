@@ -252,7 +252,7 @@ def train(
             val_loss=val_loss, val_acc=val_acc, lr=lr, seconds=time.perf_counter() - start, **scores,
         )
         if diverged(train_loss, val_loss):
-            raise Diverged(divergence_reason(epoch + 1, train_loss, val_loss, lr))
+            raise Diverged(divergence_reason(epoch + 1, train_loss, val_loss, lr), record)
         history.epochs.append(record)
         if on_epoch is not None and on_epoch(record):
             history.stopped_early = True

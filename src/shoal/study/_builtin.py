@@ -165,8 +165,14 @@ def train_job(job: Job, runner: StudyRunner, exp: Experiment, data: PreparedData
                     return True
             return stop
 
-        history = train(job.config, fold, family=exp.preset, epochs=exp.epochs, seed=job.seed + k,
-                        on_epoch=on_epoch, patience=exp.patience)
+        try:
+            history = train(job.config, fold, family=exp.preset, epochs=exp.epochs, seed=job.seed + k,
+                            on_epoch=on_epoch, patience=exp.patience)
+        except TrialFailed as exc:  # diverged: failed, with the epochs it trained (as the population engine keeps them)
+            last = [exc.record] if getattr(exc, "record", None) is not None else []
+            done = [h.epochs for h in histories] + ([so_far + last] if so_far or last else [])
+            runner.fail(job, str(exc), trial_attrs(done, data.device, "single") if done else None)
+            return
         histories.append(history)
         if timed_out:
             break
