@@ -150,6 +150,12 @@ def test_sigint_finishes_the_epoch_records_interrupted_trials_and_exits_130(work
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert "run the same command again" in " ".join(err.split())
+    _check_interrupted(db, before, epochs, cmd, workdir)
+
+
+def _check_interrupted(db, before, epochs, cmd, workdir) -> None:
+    def mid_training(t) -> bool:
+        return t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) < epochs - 1
 
     trials = snapshot(db)
     by_number = {t.number: t for t in trials}
@@ -161,8 +167,9 @@ def test_sigint_finishes_the_epoch_records_interrupted_trials_and_exits_130(work
         if mid_training(t):
             stopped = by_number[t.number]
             assert stopped.state == TrialState.FAIL and stopped.user_attrs["fail_reason"] == INTERRUPTED
-            # It stopped at an epoch's end: every epoch it had reported is kept, the one it was in (if
-            # the signal came while it trained) reported too, and nothing after a gap.
+            # It stopped at an epoch's end (at once, for SIGTERM): every epoch it had reported is
+            # kept, the one it was in (if the signal came while it trained) reported too, and
+            # nothing after a gap.
             reported = sorted(stopped.intermediate_values)
             assert reported == list(range(1, len(reported) + 1))
             assert len(reported) >= len(t.intermediate_values)
@@ -183,3 +190,33 @@ def test_sigint_finishes_the_epoch_records_interrupted_trials_and_exits_130(work
     retried = {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
     for t in interrupted:
         assert retried[t.number].state == TrialState.COMPLETE and retried[t.number].params == t.params
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("group", [False, True])
+def test_sigterm_stops_at_once_records_interrupted_trials_and_exits_clean(workdir, group):
+    # `kill`, `timeout`, Slurm (the whole group), `docker stop`: SIGTERM; it left trials RUNNING and
+    # said nothing. Now it stops at once, as a second Ctrl-C does.
+    db = workdir / "term.db"
+    epochs = 40
+    cmd = tune_cmd(db, "--population", "3", *(["--workers", "2"] if group else []), engine="population",
+                   trials=8, epochs=epochs)
+    proc = start(cmd, workdir, start_new_session=group)
+
+    def ready():
+        trials = snapshot(db)
+        if any(t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) < epochs - 1 for t in trials) \
+                and any(t.state == TrialState.COMPLETE for t in trials):
+            return trials
+        return None
+
+    before = wait_until(ready, proc)
+    assert before is not None, proc.communicate()
+    if group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "terminated (SIGTERM)" in err
+    _check_interrupted(db, before, epochs, cmd, workdir)

@@ -150,7 +150,9 @@ def _worker(conn, family: str, folds: list[dict], device: str, pad: bool, factor
 
     # Ctrl-C in a terminal reaches the whole process group: the parent decides (it finishes the
     # epoch and records its trials as interrupted); a worker dying of it would fail its members.
+    # So does a SIGTERM sent to the group (Slurm): the worker ends when the parent closes its pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     from shoal.engine._single import TensorData
 

@@ -162,8 +162,8 @@ class StudyRunner:
         """A first SIGINT (Ctrl-C) lets every running trial finish its epoch: engines call
         ``check_stop`` once an epoch is reported (``ask`` calls it too), which raises KeyboardInterrupt
         there, between two storage writes; the engine then marks its running trials interrupted
-        (``interrupt``) so the next run trains them again. A second SIGINT stops at once. Outside the
-        main thread (where signals cannot be caught) it does nothing.
+        (``interrupt``) so the next run trains them again. A second SIGINT stops at once, and so does
+        SIGTERM. Outside the main thread (where signals cannot be caught) it does nothing.
         """
         import signal
         import threading
@@ -180,11 +180,20 @@ class StudyRunner:
                 "interrupted: finishing the current epoch, then recording the running trials as "
                 "interrupted (Ctrl-C again stops at once)")
 
+        def on_sigterm(signum, frame):
+            # `kill`, `timeout`, Slurm, `docker stop`: a SIGKILL follows within seconds, too soon to
+            # wait for an epoch; stop at once, as a second Ctrl-C does (running trials recorded as
+            # interrupted, run again next time)
+            logging.getLogger("shoal").warning("terminated (SIGTERM): recording the running trials as interrupted")
+            raise KeyboardInterrupt
+
         previous = signal.signal(signal.SIGINT, on_sigint)
+        previous_term = signal.signal(signal.SIGTERM, on_sigterm)
         try:
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
 
     def check_stop(self) -> None:
         """Raise KeyboardInterrupt if a Ctrl-C asked to stop (call between epochs, never mid-write)."""
