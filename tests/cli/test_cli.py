@@ -334,3 +334,22 @@ def test_official_test_holds_out_the_t10k_file_for_best_test(workdir, monkeypatc
     assert run_cli(monkeypatch, "tune", "--data", "digits", "--test-fraction", "0.25", "--check") == 0
     assert run_cli(monkeypatch, "tune", "--data", "digits", "--official-test", "--check") == 2
     assert "'digits' has no test part of its own" in " ".join(capsys.readouterr().err.split())
+
+
+def test_show_counts_interrupted_trials_apart_and_best_says_when_every_trial_failed(workdir, monkeypatch, capsys):
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    study = optuna.create_study(storage="sqlite:///i.db", study_name="i")
+    dist = {"lr": FloatDistribution(1e-4, 1.0, log=True)}
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"lr": 0.5}, distributions=dist,
+                                 user_attrs={"fail_reason": "training diverged at epoch 1"}))
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"lr": 0.01}, distributions=dist,
+                                 user_attrs={"fail_reason": "interrupted"}))
+    assert run_cli(monkeypatch, "best", "-s", "i.db") == 2
+    assert "has no complete trial: 2 of its 2 trials failed. `shoal show` lists their reasons" in \
+        " ".join(capsys.readouterr().err.split())
+    assert run_cli(monkeypatch, "show", "-s", "i.db") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "i: 2 trials 1 fail, 1 interrupted" in out and "The same `shoal tune` command continues" in out
+    assert "training diverged" in out and "│ 1 │ interrupted" not in out  # the failure table lists real failures

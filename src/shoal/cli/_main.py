@@ -184,10 +184,20 @@ def show(
 
     s = _load(storage, study)
     trials = s.get_trials(deepcopy=False)
-    counts = Counter(t.state.name.lower() for t in trials)
+    from shoal.study._runner import INTERRUPTED
+
+    # a trial a killed or stopped run left is "interrupted" (it runs again), not a failure
+    counts = Counter("interrupted" if t.user_attrs.get("fail_reason") == INTERRUPTED else t.state.name.lower()
+                     for t in trials)
     settings = s.user_attrs.get("shoal", {})
     console.print(f"[bold]{s.study_name}[/]: {len(trials)} trials "
                   + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    if counts.get("interrupted") or counts.get("waiting"):
+        console.print("[dim]interrupted: stopped by a killed or interrupted run; waiting: queued to run again. "
+                      "The same `shoal tune` command continues the study.[/]")
+    if counts.get("running"):
+        console.print("[dim]running: in training now, or left by a run that was killed (the next `shoal tune` "
+                      "on this study recovers those).[/]")
     if settings:
         # a user's own objective: its name, not the data and preset it never read
         keys = ("objective", "strategy", "metric") if "objective" in settings else \
@@ -212,7 +222,7 @@ def show(
     if isinstance(scored, dict) and "test_loss" in scored:  # `shoal best --test`
         acc = f", accuracy {scored['test_acc']:.4f}" if "test_acc" in scored else ""
         console.print(f"held-out test rows ({scored['rows']}): trial {scored['trial']}, loss {scored['test_loss']:.4g}{acc}")
-    failed = [t for t in trials if t.state.name == "FAIL"]
+    failed = [t for t in trials if t.state.name == "FAIL" and t.user_attrs.get("fail_reason") != INTERRUPTED]
     if failed:
         table = Table(title="failed trials")
         table.add_column("#", justify="right")
@@ -236,12 +246,18 @@ def best(
 ) -> None:
     """Print the best trial's configuration: the best feasible one, or with --by / --where the best
     by one measure among the trials within limits (a point of a Pareto front)."""
+    from collections import Counter
+
     from optuna.trial import TrialState
 
     from shoal.study._objectives import objectives_of, pick
 
     s = _load(storage, study)
     if not s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        states = Counter(t.state.name.lower() for t in s.get_trials(deepcopy=False))
+        if states.get("fail"):
+            raise ConfigError(f"The study {s.study_name!r} has no complete trial: {states['fail']} of its "
+                              f"{sum(states.values())} trials failed. `shoal show` lists their reasons.")
         raise ConfigError(f"The study {s.study_name!r} has no complete trial yet. Run `shoal tune` first.")
     t = pick(s, by, where)
     if t is None:
