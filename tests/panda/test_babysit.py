@@ -202,3 +202,28 @@ def test_resume_after_sigkill_ends_with_the_numbers_of_an_uninterrupted_run(work
     assert "pause" not in whats  # the pause applied after the checkpoint is not repeated, but listed
     resumed = r.events[whats.index("resume")]
     assert [e["what"] for e in resumed["not_repeated"]] == ["pause"] and resumed["value"] == f"epoch-{last:03d}.pt"
+
+
+def test_the_same_fork_command_after_sigkill_continues_the_fork(workdir):
+    shoal.babysit(data="digits", params=SMALL, epochs=3, storage="p.db", progress=False, device="cpu")
+    cmd = [sys.executable, "-m", "shoal", "fork", "--trial", "0", "--epoch", "2", "-p", "lr=0.001", "--epochs", "300",
+           "-s", "p.db", "--quiet", "--poll", "0.01"]
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        folder = workdir / "p.checkpoints" / "digits-mlp-panda" / "trial-1"
+        _wait_for(lambda: (folder / "epoch-004.pt").exists() or proc.poll() is not None, what="the fork's epoch 4")
+        assert proc.poll() is None, proc.stdout.read().decode()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert load("p.db").trials[1].state == TrialState.RUNNING
+    # The same fork again (from Python, to stop it early): trial 1 goes on; it was started over as trial 2
+    # and trial 1 stayed RUNNING for good.
+    again = panda.fork(trial=0, epoch=2, params={"lr": 0.001}, epochs=300, storage="p.db", progress=False,
+                       on_epoch=lambda r: r.epoch >= 6)
+    assert again.trial == 1 and again.state == "complete" and len(load("p.db").trials) == 2
+    assert [e["what"] for e in again.events].count("resume") == 1
+    expected = reference(SMALL, 300, at=[("set_lr", 0.001, 3, 0)], stop_after=6)
+    assert curves_of(again.history.epochs) == curves_of(expected.epochs)

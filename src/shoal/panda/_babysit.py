@@ -261,6 +261,16 @@ def fork(
         settings["plateau"] = [p.patience, p.factor]
     exp = _experiment({**settings, "study": st.study_name})
     prepared = prepare_data(exp) if kind != "objective" else None
+    lineage = {"parent_trial": int(trial), "parent_epoch": int(epoch), "changes": changes}
+    # the same fork, left running by a run that was killed: the same command continues it (as
+    # `babysit --resume --trial N` would), rather than starting it over as another trial
+    same = [t for t in _interrupted(st) if t.user_attrs.get("lineage") == lineage
+            and t.user_attrs["panda"]["settings"] == settings]
+    if same:
+        (console or _stderr()).print(
+            f"[dim]continuing trial {same[0].number}: this fork, left by a run that stopped[/]", highlight=False)
+        return _resume(st, same[0], prepared, poll=poll, progress=progress, console=console, on_epoch=on_epoch,
+                       code=code)
     trainer = _trainer(config, prepared, settings, _plateau_of(settings), seed=int(parent.user_attrs["seed"]),
                        code=code)
     trainer.load_state_dict(state)
@@ -269,7 +279,6 @@ def fork(
     if "lr" in changes:
         trainer.scale = 1.0
     trainer.paused = paused
-    lineage = {"parent_trial": int(trial), "parent_epoch": int(epoch), "changes": changes}
     trainer.event("fork", changes, parent_trial=int(trial), parent_epoch=int(epoch))
     new = st.ask()
     new_folder = trial_folder(settings["checkpoints"], st.study_name, new.number)
@@ -549,3 +558,9 @@ def _drive(st, trial_id: int, number: int, trainer: Trainer, folder: Path, devic
     st.tell(number, float(value))
     return PandaResult(state="complete", value=float(value), history=trainer.history(), events=trainer.events,
                        **result)
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True)
