@@ -377,6 +377,9 @@ def _cut_partial_line(backend: Any, path: Path) -> None:
                                        "interrupted write", path, size - end)
 
 
+OPTUNA_TABLES = frozenset({"studies", "study_directions", "study_user_attributes", "study_system_attributes", "trials",
+                           "trial_user_attributes", "trial_system_attributes", "trial_params", "trial_values",
+                           "trial_intermediate_values", "trial_heartbeats", "version_info", "alembic_version"})
 JOURNAL_SUFFIXES = (".log", ".jsonl", ".journal")
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
@@ -431,7 +434,8 @@ def _check_storage_file(path: str, *, journal: bool) -> None:
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"The SQLite file {path!r} cannot be read ({exc}): it may be damaged. Give the storage "
                           "another file name, or restore the file from a copy.") from None
-    if tables and not {"studies", "trials", "alembic_version"} <= tables:
+    # none of Optuna's tables (while a run creates them, some exist and others not yet: that is Optuna's)
+    if tables and not tables & OPTUNA_TABLES:
         shown = ", ".join(sorted(tables)[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
         raise ConfigError(f"The SQLite file {path!r} is another application's database (tables {shown}), not an "
                           "Optuna storage: shoal will not add its tables to it. Give the storage another file name.")
