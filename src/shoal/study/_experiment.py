@@ -431,6 +431,8 @@ def _check_storage_file(path: str, *, journal: bool) -> None:
     try:
         with sqlite3.connect(f"file:{p.resolve()}?mode=ro", uri=True) as db:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.OperationalError:  # locked by a writer right now: the storage's own handling applies
+        return
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"The SQLite file {path!r} cannot be read ({exc}): it may be damaged. Give the storage "
                           "another file name, or restore the file from a copy.") from None
