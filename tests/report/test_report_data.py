@@ -207,3 +207,24 @@ def test_a_log_parameter_is_drawn_on_a_log_axis_even_over_a_narrow_range(tmp_pat
         study.add_trial(create_trial(value=float(i), params={"eps": eps, "x": x}, distributions=dists))
     p = load_report(str(tmp_path / "eps.db")).params
     assert p.logs["eps"] and not p.logs["x"]
+
+
+def test_a_coarse_to_fine_report_shows_what_each_stage_searched(workdir):
+    import shoal
+    from shoal.report._html import fmt, render_html, stage_plan_rows
+
+    result = shoal.tune(data="digits", strategy="coarse-to-fine", stages="random:6,tpe", trials=10, epochs=1,
+                        storage="c.db", progress=False, params={"width": 32, "depth": 1})
+    d = load_report("c.db")
+    narrowed = result.study.user_attrs["stages"][1]["overrides"]
+    rows = stage_plan_rows(d)
+    assert rows[0] == ["0", "random", "6", "", "the whole space"]
+    assert narrowed and rows[1][:3] == ["1", "tpe", "4"]
+    assert [r[3] for r in rows[1:]] == list(narrowed)  # one row per narrowed parameter, in order
+    for r in rows[1:]:
+        change = narrowed[r[3]]
+        if isinstance(change, dict) and "low" in change:
+            assert r[4].startswith(f"{fmt(change['low'])} to {fmt(change['high'])}")
+        elif isinstance(change, list):
+            assert r[4] == ", ".join(str(v) for v in change)
+    assert "Coarse-to-fine: what each stage searched" in render_html(d)

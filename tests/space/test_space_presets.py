@@ -109,3 +109,13 @@ def test_engine_accepts_every_choice_and_every_sampled_config(make):
     for _ in range(50):
         config = space.sample(study.ask())
         assert normalize(config) == {**normalize({}), **config}
+
+
+def test_describe_leaves_out_parameters_a_narrowed_space_can_no_longer_reach():
+    # coarse-to-fine printed "momentum ... if optimizer=momentum" after momentum was dropped
+    space = preset("mlp").update({"optimizer": ["adam", "rmsprop"], "lr_decay": "none"})
+    assert space.unreachable() == ["momentum", "step_size", "step_gamma", "exp_gamma"]
+    text = space.describe()
+    assert "momentum:" not in text and "step_size:" not in text and "beta1:" in text
+    assert text.splitlines()[-1] == "(not reachable here: momentum, step_size, step_gamma, exp_gamma)"
+    assert preset("mlp").unreachable() == []

@@ -282,6 +282,8 @@ class ReportData:
     # (rows of ``shoal.study._warm.compare``: old_trial, old_rank, old_value, new_trial, new_value, new_rank, of)
     warm_source: dict[str, Any] | None = None
     warm: list[dict[str, Any]] = field(default_factory=list)
+    # coarse-to-fine: each stage's strategy, size and the narrowing it searched (the study's ``stages``)
+    stage_plan: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def multi(self) -> bool:

@@ -573,6 +573,37 @@ def gap_summary(d: ReportData) -> str:
                 else "underfitting not judged (it compares train accuracies; this study records none)."))
 
 
+def _narrowed(change: Any) -> str:
+    """One override of a coarse-to-fine stage, as a reader wants it: the values kept or the range."""
+    if isinstance(change, list):
+        return ", ".join(str(v) for v in change)
+    if isinstance(change, dict):
+        if "value" in change:
+            return f"fixed at {fmt(change['value'])}"
+        parts = []
+        if "low" in change or "high" in change:
+            parts.append(f"{fmt(change.get('low'))} to {fmt(change.get('high'))}")
+        if "off" in change and change["off"] is None:
+            parts.append("always on")
+        return ", ".join(parts) or str(change)
+    return fmt(change)
+
+
+def stage_plan_rows(d: ReportData) -> list[list[str]]:
+    """Coarse-to-fine: per stage, its strategy and size, then each parameter it narrowed."""
+    rows = []
+    for i, st in enumerate(d.stage_plan):
+        head = [str(i), str(st.get("strategy", "?")), str(st.get("trials", "?"))]
+        changes = st.get("overrides")
+        if changes is None:
+            rows.append(head + ["", "not started"])
+        elif not changes:
+            rows.append(head + ["", "the whole space" if i == 0 else "nothing narrowed"])
+        for k, (name, change) in enumerate((changes or {}).items()):
+            rows.append((head if k == 0 else ["", "", ""]) + [name, _narrowed(change)])
+    return rows
+
+
 def warm_rows(warm: list[dict[str, Any]], metric: str) -> tuple[list[str], list[list[str]]]:
     """The earlier study's best configurations side by side (rows of ``shoal.study._warm.compare``):
     old rank and value, new value and rank."""
@@ -767,6 +798,10 @@ def render_html(d: ReportData) -> str:
         body["gap"] = _empty("No trial recorded both train and validation loss curves.")
     if d.stages or d.lineage:
         inner = ""
+        if d.stage_plan:
+            inner += _note("Coarse-to-fine: what each stage searched. A later stage narrows the space around the "
+                           "best configurations so far: the values it kept, the ranges it searched.") + _table(
+                ["stage", "strategy", "trials", "parameter", "searched"], stage_plan_rows(d))
         if d.stages:
             inner += _table(["stage", "trials", "complete", f"best {d.metric}", "best trial", "trials from", "to"],
                             [[str(s.stage), str(s.trials), str(s.complete), fmt(s.best_value), fmt(s.best_number),

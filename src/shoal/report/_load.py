@@ -173,6 +173,7 @@ def build_report(study: optuna.Study, *, color_by: str | None = None, max_curves
         objective_importance=per_objective,
         constraints=[str(c) for c in limits] if isinstance(limits, (list, tuple)) else [],
         constrained=any(t.feasible is not None for t in trials), infeasible=infeasible_rows(trials),
+        stage_plan=[dict(s) for s in study.user_attrs.get("stages") or [] if isinstance(s, dict)],
         **_warm_start(study),
     )
 

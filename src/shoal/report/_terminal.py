@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shoal.report._html import (FEW_FOR_IMPORTANCE, best_table_rows, constraints_summary, fmt, front_table_rows,
-                                gap_summary, infeasible_table_rows, objectives_text, timing_rows, warm_rows, warm_summary)
+                                gap_summary, infeasible_table_rows, objectives_text, stage_plan_rows, timing_rows,
+                                warm_rows, warm_summary)
 from shoal.report._sections import param_label
 
 if TYPE_CHECKING:
@@ -114,6 +115,13 @@ def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 
             table.add_column(col, justify="right")
         for s in d.stages:
             table.add_row(str(s.stage), str(s.trials), str(s.complete), fmt(s.best_value), fmt(s.best_number))
+        console.print(table)
+    if d.stage_plan:
+        table = Table(title="what each stage searched")
+        for col in ("stage", "strategy", "trials", "parameter", "searched"):
+            table.add_column(col)
+        for row in stage_plan_rows(d):
+            table.add_row(*row)
         console.print(table)
     if d.lineage:
         console.print(f"{len(d.lineage.edges)} forked trials (PBT or babysitting lineage); see the HTML report.")

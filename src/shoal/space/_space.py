@@ -271,8 +271,37 @@ class Space:
             n *= len(values)
         return n
 
+    def unreachable(self) -> list[str]:
+        """Conditional parameters no configuration of this space can have: their condition names a
+        value the parameter it depends on can no longer take (``momentum`` once a narrowed or
+        overridden space has no ``optimizer="momentum"``), or depends on such a parameter."""
+        from shoal.space._params import Categorical, Fixed
+
+        out: list[str] = []
+        for p in self._params.values():  # conditions name earlier parameters
+            for key, allowed in p.when.items():
+                parent = self._params.get(key)
+                if key in out:
+                    break
+                if isinstance(parent, Categorical):
+                    possible = list(parent.choices)
+                elif isinstance(parent, Fixed):
+                    possible = [parent.value]
+                else:
+                    continue
+                if not any(type(v) is type(a) and v == a for v in possible for a in allowed):
+                    break
+            else:
+                continue
+            out.append(p.name)
+        return out
+
     def describe(self) -> str:
-        return "\n".join(p.describe() for p in self._params.values())
+        gone = set(self.unreachable())
+        lines = [p.describe() for p in self._params.values() if p.name not in gone]
+        if gone:
+            lines.append(f"(not reachable here: {', '.join(n for n in self._params if n in gone)})")
+        return "\n".join(lines)
 
     def __repr__(self) -> str:
         return f"Space({self.names()})"

@@ -241,7 +241,7 @@ def check(experiment: str | Experiment | None = None, **settings: Any) -> str:
         if existing:
             _refuse_other_measures(stored, exp, existing, exp.metric.split(","))
     return (f"{exp.study_name}: {data.description}; {engine} engine on {data.device}; {exp.strategy}, "
-            f"{_budget(exp)} x {exp.epochs} epochs over {len(space.describe().splitlines())} "
+            f"{_budget(exp)} x {exp.epochs} epochs over {len(space.names()) - len(space.unreachable())} "
             f"parameters; storage {storage}. Nothing was written.")
 
 
