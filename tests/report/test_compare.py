@@ -164,3 +164,18 @@ def test_the_summary_line_makes_no_interval_claim_with_one_seed(workdir):
     text = " ".join(out.getvalue().split())
     assert "highest mean accuracy:" in text
     assert "no other interval overlaps" not in text and "with one seed per group there is no interval" in text
+
+
+def test_compare_figures_band_edges_are_lines_and_accuracy_intervals_stay_within_0_and_1(tmp_path):
+    from shoal.report._compare import _within_0_1
+    from shoal.report._compare_view import _accuracy_fig, _curves_fig
+
+    _hand_made(tmp_path / "c.db")
+    d = load_comparison(str(tmp_path / "c.db"), "cmp")
+    bands = [t for t in _curves_fig(d)["data"] if t.get("fill") == "toself"]
+    assert bands and all(t["mode"] == "lines" for t in bands)  # plotly's default drew stray markers
+    assert all(v > 0 for t in bands for v in t["y"])  # the axis is log
+    mean = _accuracy_fig(d)["data"][0]
+    assert all(m + up <= 1.0 + 1e-12 for m, up in zip(mean["y"], mean["error_y"]["array"]))
+    assert _within_0_1((0.91, 1.07)) == (0.91, 1.0) and _within_0_1((-0.2, 0.4)) == (0.0, 0.4)
+    assert _within_0_1(None) is None

@@ -303,7 +303,7 @@ def load_comparison(storage: str | None, study: str, *, target_loss: float | Non
             val_loss_std=_list(np.nanstd(m, axis=0, ddof=1) if len(ok) > 1 else np.zeros(n)),
             val_loss_min=_list(np.nanmin(m, axis=0)), val_loss_max=_list(np.nanmax(m, axis=0)),
             train_loss_mean=_list(np.nanmean(train, axis=0)), final_acc=accs,
-            acc_mean=sum(accs) / len(accs) if accs else None, acc_ci=t_interval(accs),
+            acc_mean=sum(accs) / len(accs) if accs else None, acc_ci=_within_0_1(t_interval(accs)),
             final_loss_mean=float(np.nanmean(m[:, -1])), epochs_to_target=e2t, seconds_to_target=s2t,
             seconds_total=total,
         ))
@@ -320,3 +320,8 @@ def load_comparison(storage: str | None, study: str, *, target_loss: float | Non
 
 def _list(a) -> list[float]:
     return [float(x) for x in a]
+
+
+def _within_0_1(ci: tuple[float, float] | None) -> tuple[float, float] | None:
+    """An accuracy's interval, cut to what an accuracy can be (two seeds give wide t-intervals)."""
+    return None if ci is None else (max(0.0, ci[0]), min(1.0, ci[1]))

@@ -65,8 +65,10 @@ def _curves_fig(d: ComparisonData) -> dict:
         c = colors.get(str(g.value), PALETTE[0])
         dash = "solid" if g.lr_mode == "tuned" else "dot"
         upper = [m + s for m, s in zip(g.val_loss_mean, g.val_loss_std)]
-        lower = [m - s for m, s in zip(g.val_loss_mean, g.val_loss_std)]
-        traces.append({"type": "scatter", "x": g.epochs + g.epochs[::-1], "y": upper + lower[::-1], "fill": "toself",
+        # (the axis is log: a band edge at or below 0 would break the band; a tenth of the mean stands in)
+        lower = [max(m - s, m / 10) for m, s in zip(g.val_loss_mean, g.val_loss_std)]
+        traces.append({"type": "scatter", "mode": "lines", "x": g.epochs + g.epochs[::-1], "y": upper + lower[::-1],
+                       "fill": "toself",
                        "fillcolor": _rgba(c, 0.15), "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False,
                        "legendgroup": g.label})
         traces.append({"type": "scatter", "mode": "lines+markers", "x": g.epochs, "y": g.val_loss_mean,
@@ -76,7 +78,9 @@ def _curves_fig(d: ComparisonData) -> dict:
     if d.target_loss is not None:
         shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": d.target_loss, "y1": d.target_loss,
                        "line": {"dash": "dash", "color": "#888", "width": 1}})
-    return {"data": traces, "layout": _layout(height=480, shapes=shapes, xaxis={"title": {"text": "epoch"}},
+    most = max((len(g.epochs) for g in d.groups), default=0)
+    xaxis = {"title": {"text": "epoch"}, **({"dtick": 1} if most <= 20 else {})}  # whole epochs, not 1.5
+    return {"data": traces, "layout": _layout(height=480, shapes=shapes, xaxis=xaxis,
                                               yaxis={"title": {"text": "validation loss"}, "type": "log"})}
 
 
@@ -87,7 +91,7 @@ def _speed_fig(d: ComparisonData) -> dict:
     e = [_mean(g.epochs_to_target) for g in groups]
     s = [_mean(g.seconds_to_target) for g in groups]
     return {"data": [{"type": "bar", "x": labels, "y": e, "name": "epochs", "yaxis": "y",
-                      "marker": {"color": [colors.get(str(g.value)) for g in groups]}, "offsetgroup": 0},
+                      "marker": {"color": [colors.get(str(g.value), PALETTE[0]) for g in groups]}, "offsetgroup": 0},
                      {"type": "bar", "x": labels, "y": s, "name": "seconds", "yaxis": "y2", "offsetgroup": 1,
                       "marker": {"color": "#bbbbbb"}}],
             "layout": _layout(height=420, barmode="group", yaxis={"title": {"text": "epochs to target (mean)"}},
@@ -99,9 +103,10 @@ def _accuracy_fig(d: ComparisonData) -> dict:
     colors = _colors(d)
     groups = [g for g in d.groups if g.acc_mean is not None]
     traces = [{"type": "scatter", "mode": "markers", "x": [g.label for g in groups], "y": [g.acc_mean for g in groups],
-               "name": "mean", "marker": {"size": 10, "color": [colors.get(str(g.value)) for g in groups]},
+               "name": "mean", "marker": {"size": 10, "color": [colors.get(str(g.value), PALETTE[0]) for g in groups]},
                "error_y": {"type": "data", "symmetric": False,
-                           "array": [(g.acc_ci[1] - g.acc_mean) if g.acc_ci else 0 for g in groups],
+                           # an accuracy is at most 1: so is the interval's upper end
+                           "array": [(min(g.acc_ci[1], 1.0) - g.acc_mean) if g.acc_ci else 0 for g in groups],
                            "arrayminus": [(g.acc_mean - g.acc_ci[0]) if g.acc_ci else 0 for g in groups]}}]
     xs, ys = [], []
     for g in groups:
