@@ -189,7 +189,13 @@ def _check_interrupted(db, before, epochs, cmd, workdir) -> None:
     assert sum(counted(t) for t in trials) == 8
     retried = {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
     for t in interrupted:
-        assert retried[t.number].state == TrialState.COMPLETE and retried[t.number].params == t.params
+        again = retried[t.number]
+        assert again.state == TrialState.COMPLETE and again.params == t.params
+        # with the seed of the trial it repeats, a retry trains as that trial did: the epochs the
+        # interrupted trial reported come out again (a new seed made a resumed study differ)
+        assert again.user_attrs["seed"] == t.user_attrs["seed"]
+        for epoch, value in t.intermediate_values.items():
+            assert again.intermediate_values[epoch] == pytest.approx(value, rel=1e-5, abs=1e-7)
 
 
 @pytest.mark.slow

@@ -251,6 +251,8 @@ class StudyRunner:
         except ConfigError:
             self.study.tell(trial, state=_state("FAIL"))
             raise
+        if seed is None and isinstance(trial.user_attrs.get("retry_seed"), int):
+            seed = trial.user_attrs["retry_seed"]  # a retry trains as the trial it repeats would have
         seed = trial_seed(self.seed, trial.number) if seed is None else int(seed)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("config", config)
@@ -441,8 +443,10 @@ def _planned_params(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 
 def _retry_attrs(trial: Any) -> dict[str, Any]:
-    """What a re-run of an interrupted trial carries: the trial it repeats, and its stage."""
+    """What a re-run of an interrupted trial carries: the trial it repeats, its seed and its stage."""
     kept = {k: trial.user_attrs[k] for k in ("stage", "warm_start_of") if k in trial.user_attrs}
+    if isinstance(trial.user_attrs.get("seed"), int):  # its seed too: the same data order and initial weights
+        kept["retry_seed"] = trial.user_attrs["seed"]
     return {"retry_of": trial.number, **kept}
 
 
