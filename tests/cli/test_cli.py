@@ -149,7 +149,7 @@ def test_killed_run_continues_where_it_stopped(workdir):
     before = {t.number: t.params for t in _complete(workdir / "shoal.db")}
     assert 3 <= len(before) < 10
 
-    subprocess.run(cmd, cwd=workdir, env=subprocess_env(), check=True, capture_output=True)
+    resumed = subprocess.run(cmd, cwd=workdir, env=subprocess_env(), check=True, capture_output=True, text=True)
     study = optuna.load_study(study_name="digits-mlp", storage=f"sqlite:///{workdir / 'shoal.db'}")
     trials = study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -167,6 +167,8 @@ def test_killed_run_continues_where_it_stopped(workdir):
         assert any(r.user_attrs.get("retry_of") == t.number and {k: r.params.get(k) for k in t.params} == t.params
                    for r in complete)
     assert len(trials) == 10 + len(interrupted)
+    if interrupted:  # said even with -q: the run did not start from nothing
+        assert f"{len(interrupted)} trial(s) left running by a run that stopped" in " ".join(resumed.stderr.split())
 
     # The same command once more adds nothing.
     subprocess.run(cmd, cwd=workdir, env=subprocess_env(), check=True, capture_output=True)

@@ -591,6 +591,10 @@ def _drive(exp: Experiment, space: Space, direction: str | list[str], metric: st
 
     runner = StudyRunner(study, space, trials=trials, metric=metric, seed=exp.seed, timeout=exp.timeout,
                          on_finish=display.finished, planner=planner, constraints=parse_constraints(exp.constraints))
+    if runner.recovered:  # said with or without a progress bar: the run is not starting from nothing
+        logging.getLogger("shoal").warning(
+            "%d trial(s) left running by a run that stopped (killed or interrupted) are recorded as interrupted "
+            "and run again now", runner.recovered)
     display.resume(study, done=runner.finished_count())
     display.deadline = runner.deadline
     logging.getLogger("shoal").info("study %s: %d trials finished before this run", study.study_name,
