@@ -228,3 +228,19 @@ def test_a_coarse_to_fine_report_shows_what_each_stage_searched(workdir):
         elif isinstance(change, list):
             assert r[4] == ", ".join(str(v) for v in change)
     assert "Coarse-to-fine: what each stage searched" in render_html(d)
+
+
+def test_interrupted_trials_are_drawn_in_the_timeline_but_not_counted_as_finished(tmp_path):
+    from shoal.report._data import TrialInfo
+    from shoal.report._sections import stage_rows, timing
+
+    def trial(n, state, start, end, reason=None, stage=None):
+        return TrialInfo(n, state, 0.5 if state == "complete" else None, {}, {}, seconds=end - start, start=start,
+                         end=end, fail_reason=reason, stage=stage)
+
+    trials = [trial(0, "complete", 0.0, 2.0, stage=0), trial(1, "fail", 0.0, 1.0, "interrupted", stage=0),
+              trial(2, "complete", 3.0, 5.0, stage=0)]  # trial 2 is trial 1's retry
+    t = timing(trials)
+    assert t.finished == 2 and t.configs_per_second == pytest.approx(2 / 5.0)
+    assert [s[0] for s in t.segments] == [0, 1, 2]  # its time was spent: it is drawn
+    assert stage_rows(trials, maximize=False)[0].trials == 2  # the stage ran 2 configurations, not 3

@@ -25,6 +25,8 @@ from shoal.report._data import (
     TrialInfo,
     _float,
 )
+from shoal.study._runner import INTERRUPTED
+
 
 def history(trials: list[TrialInfo], maximize: bool) -> History:
     numbers, values, best, stages, other, other_states, feasible = [], [], [], [], [], [], []
@@ -331,7 +333,7 @@ def gap_rows(trials: list[TrialInfo], rules: GapRules) -> list[GapRow]:
 def stage_rows(trials: list[TrialInfo], maximize: bool) -> list[StageRow]:
     rows: dict[str, StageRow] = {}
     for t in sorted(trials, key=lambda t: t.number):
-        if t.stage is None:
+        if t.stage is None or t.fail_reason == INTERRUPTED:  # its retry is the stage's trial
             continue
         key = repr(t.stage)
         row = rows.setdefault(key, StageRow(t.stage, 0, 0, None, None, t.number, t.number))
@@ -362,6 +364,8 @@ def timing(trials: list[TrialInfo]) -> Timing | None:
     done = [t for t in trials if t.start is not None and t.end is not None and t.state in ("complete", "pruned", "fail")]
     if not done:
         return None
+    # an interrupted trial's time was spent (it is drawn), but it finished nothing: it runs again
+    counted = [t for t in done if getattr(t, "fail_reason", None) != INTERRUPTED]
     segments = sorted((t.start, t.end) for t in done)
     busy, pauses, runs, cur_s, cur_e = 0.0, 0.0, 1, None, None
     for s, e in segments:  # union of the intervals during which some trial was running
@@ -376,10 +380,10 @@ def timing(trials: list[TrialInfo]) -> Timing | None:
             cur_e = max(cur_e, e)
     busy += cur_e - cur_s
     wall = max(e for _, e in segments) - segments[0][0] - pauses
-    secs = [t.seconds for t in done if t.seconds is not None]
+    secs = [t.seconds for t in counted if t.seconds is not None]
     return Timing(
-        finished=len(done), wall_seconds=wall, busy_seconds=busy, idle_seconds=max(0.0, wall - busy),
-        trial_seconds=float(sum(secs)), configs_per_second=len(done) / wall if wall > 0 else None,
+        finished=len(counted), wall_seconds=wall, busy_seconds=busy, idle_seconds=max(0.0, wall - busy),
+        trial_seconds=float(sum(secs)), configs_per_second=len(counted) / wall if wall > 0 else None,
         mean_trial_seconds=sum(secs) / len(secs) if secs else None,
         segments=[(t.number, t.start, t.end, t.state) for t in sorted(done, key=lambda t: t.number)],
         runs=runs, between_runs_seconds=pauses,
