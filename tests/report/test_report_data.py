@@ -244,3 +244,18 @@ def test_interrupted_trials_are_drawn_in_the_timeline_but_not_counted_as_finishe
     assert t.finished == 2 and t.configs_per_second == pytest.approx(2 / 5.0)
     assert [s[0] for s in t.segments] == [0, 1, 2]  # its time was spent: it is drawn
     assert stage_rows(trials, maximize=False)[0].trials == 2  # the stage ran 2 configurations, not 3
+
+
+def test_rungs_of_successive_halving_are_summed_per_bracket_and_epoch():
+    from shoal.report._data import TrialInfo
+    from shoal.report._sections import rung_rows
+
+    def trial(n, bracket, rungs):
+        return TrialInfo(n, "pruned", None, {}, {}, user_attrs={"bracket": bracket, "rungs": [
+            {"epoch": e, "value": v, "rank": 1, "of": 1, "kept": k} for e, v, k in rungs]})
+
+    trials = [trial(0, 0, [(1, 0.9, False)]), trial(1, 0, [(1, 0.5, True), (3, 0.4, False)]),
+              trial(2, 0, [(1, 0.6, True), (3, 0.3, True)]), trial(3, 1, [(3, 0.35, True)]),
+              TrialInfo(4, "complete", 0.2, {}, {})]  # no rungs (another strategy's trial): left out
+    assert rung_rows(trials, maximize=False) == [[0, 1, 3, 2, 0.5], [0, 3, 2, 1, 0.3], [1, 3, 1, 1, 0.35]]
+    assert rung_rows(trials, maximize=True)[0][4] == 0.9

@@ -284,6 +284,8 @@ class ReportData:
     warm: list[dict[str, Any]] = field(default_factory=list)
     # coarse-to-fine: each stage's strategy, size and the narrowing it searched (the study's ``stages``)
     stage_plan: list[dict[str, Any]] = field(default_factory=list)
+    # successive halving / Hyperband: [bracket, rung epoch, trials that reached it, kept, best value there]
+    rungs: list[list[Any]] = field(default_factory=list)
 
     @property
     def multi(self) -> bool:

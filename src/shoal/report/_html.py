@@ -30,7 +30,7 @@ SECTIONS = (
     ("importance", "Parameter importance"),
     ("best", "Best configurations"),
     ("gap", "Train-validation gap: over- and underfitting"),
-    ("stages", "Stages and lineage"),
+    ("stages", "Stages, rungs and lineage"),
     ("timing", "Timing"),
 )
 # Plotly's default qualitative palette, so categories look the same in every figure.
@@ -796,8 +796,15 @@ def render_html(d: ReportData) -> str:
         body["gap"] = _note(gap_summary(d)) + "{{fig:gap}}" + table
     else:
         body["gap"] = _empty("No trial recorded both train and validation loss curves.")
-    if d.stages or d.lineage:
+    if d.stages or d.lineage or d.rungs:
         inner = ""
+        if d.rungs:
+            brackets = len({r[0] for r in d.rungs})
+            inner += _note("Successive halving" + (f" in {brackets} Hyperband brackets" if brackets > 1 else "") +
+                           ": at each rung (epoch) the trials that reached it were ranked together; those kept "
+                           "went on training, the others stopped and their slots were refilled.") + _table(
+                ["bracket", "rung (epoch)", "trials reached it", "kept", f"best {d.metric} there"],
+                [[fmt(r[0]), str(r[1]), str(r[2]), str(r[3]), fmt(r[4])] for r in d.rungs])
         if d.stage_plan:
             inner += _note("Coarse-to-fine: what each stage searched. A later stage narrows the space around the "
                            "best configurations so far: the values it kept, the ranges it searched.") + _table(
@@ -812,8 +819,8 @@ def render_html(d: ReportData) -> str:
                            "from (weights copied, hyperparameters perturbed).") + "{{fig:lineage}}"
         body["stages"] = inner
     else:
-        body["stages"] = _empty("This study has no stages and no forked trials (no 'stage', 'pbt_parent' or "
-                                "'lineage' trial attribute).")
+        body["stages"] = _empty("This study has no stages, no rungs and no forked trials (no 'stage', 'rungs', "
+                                "'pbt_parent' or 'lineage' trial attribute).")
     if d.timing:
         figs["timing"] = _timeline_fig(d)
         body["timing"] = _table(["", ""], [list(r) for r in timing_rows(d)]) + \

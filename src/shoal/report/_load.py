@@ -16,6 +16,7 @@ from shoal.report._sections import (
     param_data,
     param_importance,
     pareto_data,
+    rung_rows,
     stage_rows,
     timing,
 )
@@ -174,6 +175,7 @@ def build_report(study: optuna.Study, *, color_by: str | None = None, max_curves
         constraints=[str(c) for c in limits] if isinstance(limits, (list, tuple)) else [],
         constrained=any(t.feasible is not None for t in trials), infeasible=infeasible_rows(trials),
         stage_plan=[dict(s) for s in study.user_attrs.get("stages") or [] if isinstance(s, dict)],
+        rungs=rung_rows(trials, maximize),
         **_warm_start(study),
     )
 

@@ -388,3 +388,27 @@ def timing(trials: list[TrialInfo]) -> Timing | None:
         segments=[(t.number, t.start, t.end, t.state) for t in sorted(done, key=lambda t: t.number)],
         runs=runs, between_runs_seconds=pauses,
     )
+
+
+def rung_rows(trials: list[TrialInfo], maximize: bool) -> list[list[Any]]:
+    """Successive halving / Hyperband as the population engine decided it: per bracket and rung
+    (epoch), the trials that reached it, how many went on, and the best value there. Empty when no
+    trial recorded ``rungs``."""
+    table: dict[tuple, dict[str, Any]] = {}
+    for t in trials:
+        rungs = t.user_attrs.get("rungs")
+        if not isinstance(rungs, list):
+            continue
+        bracket = t.user_attrs.get("bracket")
+        for r in rungs:
+            if not isinstance(r, dict) or "epoch" not in r:
+                continue
+            row = table.setdefault((bracket if isinstance(bracket, int) else -1, int(r["epoch"])),
+                                   {"reached": 0, "kept": 0, "best": None})
+            row["reached"] += 1
+            row["kept"] += bool(r.get("kept"))
+            v = _float(r.get("value"))
+            if v is not None and (row["best"] is None or (v > row["best"] if maximize else v < row["best"])):
+                row["best"] = v
+    return [[b if b >= 0 else None, e, row["reached"], row["kept"], row["best"]]
+            for (b, e), row in sorted(table.items())]

@@ -116,6 +116,13 @@ def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 
         for s in d.stages:
             table.add_row(str(s.stage), str(s.trials), str(s.complete), fmt(s.best_value), fmt(s.best_number))
         console.print(table)
+    if d.rungs:
+        table = Table(title="successive halving: rungs")
+        for col in ("bracket", "rung (epoch)", "reached", "kept", f"best {d.metric}"):
+            table.add_column(col, justify="right")
+        for r in d.rungs:
+            table.add_row(fmt(r[0]), str(r[1]), str(r[2]), str(r[3]), fmt(r[4]))
+        console.print(table)
     if d.stage_plan:
         table = Table(title="what each stage searched")
         for col in ("stage", "strategy", "trials", "parameter", "searched"):
