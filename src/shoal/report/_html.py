@@ -441,10 +441,64 @@ def _gap_fig(d: ReportData) -> dict | None:
                                               yaxis={"title": {"text": "val loss - train loss"}})}
 
 
+def _pbt_fig(d: ReportData) -> dict | None:
+    """PBT by epoch: each member's curve from the epoch it started (a copy at its exploit step),
+    a dashed line from its parent's value at that epoch, and the best member's own path in red."""
+    members = {t.number: t for t in d.trials if isinstance(t.user_attrs.get("pbt"), dict)
+               and isinstance(t.curves.get(d.metric), list) and t.curves[d.metric]}
+    if not members:
+        return None
+    seg_x: list = []
+    seg_y: list = []
+    copy_x: list = []
+    copy_y: list = []
+    text: list = []
+    for t in members.values():
+        curve = t.curves[d.metric]
+        start = int(t.user_attrs["pbt"].get("start_epoch") or 0)
+        xs = list(range(start + 1, len(curve) + 1))
+        seg_x += xs + [None]
+        seg_y += curve[start:] + [None]
+        text += [f"trial {t.number}"] * len(xs) + [None]
+        parent = members.get(t.parent) if t.parent is not None else None
+        if parent is not None and start >= 1 and len(parent.curves[d.metric]) >= start and len(curve) > start:
+            copy_x += [start, start + 1, None]
+            copy_y += [parent.curves[d.metric][start - 1], curve[start], None]
+    traces = [{"type": "scattergl", "mode": "lines", "name": "member (from the epoch it started)", "x": seg_x,
+               "y": seg_y, "text": text, "hovertemplate": "%{text}, epoch %{x}: %{y:.4g}<extra></extra>",
+               "line": {"width": 1, "color": "#7f8fbf"}, "opacity": 0.7},
+              {"type": "scattergl", "mode": "lines", "name": "copy: parent -> child", "x": copy_x, "y": copy_y,
+               "line": {"width": 1, "color": "#999", "dash": "dot"}}]
+    best = d.best[0].number if d.best and d.best[0].number in members else None
+    if best is not None:
+        path, n = [], best
+        while n in members:  # the best member and its ancestors, each over the epochs it trained
+            path.append(members[n])
+            n = members[n].parent
+        xs, ys = [], []
+        for t in reversed(path):
+            start = int(t.user_attrs["pbt"].get("start_epoch") or 0)
+            end = len(t.curves[d.metric])
+            nxt = next((c for c in path if c.parent == t.number), None)
+            stop = int(nxt.user_attrs["pbt"].get("start_epoch") or end) if nxt is not None else end
+            xs += list(range(start + 1, stop + 1))
+            ys += t.curves[d.metric][start:stop]
+        traces.append({"type": "scatter", "mode": "lines", "name": f"best member's path (trial {best})", "x": xs,
+                       "y": ys, "line": {"width": 2.5, "color": FRONT}})
+    values = [v for v in seg_y if v is not None]
+    yaxis = {"title": {"text": d.metric + (" (log)" if _positive_spread(values) else "")}}
+    if _positive_spread(values):
+        yaxis.update(type="log", dtick=1)
+    return {"data": traces, "layout": _layout(xaxis={"title": {"text": "epoch"}}, yaxis=yaxis)}
+
+
 def _lineage_fig(d: ReportData) -> dict | None:
     lin = d.lineage
     if lin is None:
         return None
+    pbt = _pbt_fig(d)
+    if pbt is not None:
+        return pbt
     xs: list = []
     ys: list = []
     for parent, child in lin.edges:
@@ -815,7 +869,12 @@ def render_html(d: ReportData) -> str:
                               str(s.first), str(s.last)] for s in d.stages])
         if d.lineage:
             figs["lineage"] = _lineage_fig(d)
-            inner += _note(f"{len(d.lineage.edges)} forks: each line joins a trial to the one it started "
+            pbt = any(isinstance(t.user_attrs.get("pbt"), dict) for t in d.trials)
+            inner += _note(f"{len(d.lineage.edges)} copies at PBT's exploit steps: each member's {d.metric} from the "
+                           "epoch it started, a dotted line from the parent it copied (weights and optimizer state; "
+                           "hyperparameters perturbed), the best member's path in red. `shoal schedule` prints its "
+                           "hyperparameters epoch by epoch." if pbt else
+                           f"{len(d.lineage.edges)} forks: each line joins a trial to the one it started "
                            "from (weights copied, hyperparameters perturbed).") + "{{fig:lineage}}"
         body["stages"] = inner
     else:
