@@ -38,8 +38,9 @@ def test_study_view_best_so_far_running_trials_and_live_curves(client):
     hist = d["figures"]["history"]
     best_trace = next(t for t in hist["data"] if t["name"] == "best so far")
     assert best_trace["y"] == [0.5, 0.3, 0.3]
-    lineage = d["figures"]["lineage"]  # the PBT copy 0 -> 2 is an edge
-    assert [0, 2, None] == lineage["data"][0]["x"][:3]
+    lineage = {t["name"]: t for t in d["figures"]["lineage"]["data"]}  # PBT drawn by epoch
+    # the copy 0 -> 2 made at epoch 2: a dotted line from trial 0's value there to trial 2's next epoch
+    assert lineage["copy (from its parent)"]["x"] == [2, 3, None]
 
 
 def test_population_view_slots_copies_and_rungs(client):

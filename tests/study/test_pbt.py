@@ -256,9 +256,9 @@ def test_the_report_draws_pbt_lineage(workdir):
     assert fig["layout"]["xaxis"]["title"]["text"] == "epoch"
     traces = {t["name"]: t for t in fig["data"]}
     by_number = {t.number: t for t in result.study.get_trials()}
-    joins = [traces["copy: parent -> child"]["x"][i:i + 2] for i in range(0, len(traces["copy: parent -> child"]["x"]), 3)]
+    joins = [traces["copy (from its parent)"]["x"][i:i + 2] for i in range(0, len(traces["copy (from its parent)"]["x"]), 3)]
     assert joins and all(j == [2, 3] for j in joins)
     parent, child = copies[0]
     curve = by_number[parent].user_attrs["curves"]["value"]
-    assert curve[1] in traces["copy: parent -> child"]["y"]
+    assert curve[1] in traces["copy (from its parent)"]["y"]
     assert any(name.startswith("best member's path (trial ") for name in traces)

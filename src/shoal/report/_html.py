@@ -467,7 +467,7 @@ def _pbt_fig(d: ReportData) -> dict | None:
     traces = [{"type": "scattergl", "mode": "lines", "name": "member (from the epoch it started)", "x": seg_x,
                "y": seg_y, "text": text, "hovertemplate": "%{text}, epoch %{x}: %{y:.4g}<extra></extra>",
                "line": {"width": 1, "color": "#7f8fbf"}, "opacity": 0.7},
-              {"type": "scattergl", "mode": "lines", "name": "copy: parent -> child", "x": copy_x, "y": copy_y,
+              {"type": "scattergl", "mode": "lines", "name": "copy (from its parent)", "x": copy_x, "y": copy_y,
                "line": {"width": 1, "color": "#999", "dash": "dot"}}]
     best = d.best[0].number if d.best and d.best[0].number in members else None
     if best is not None:
