@@ -238,6 +238,10 @@ def test_cli_prints_the_front_and_picks_a_point(workdir):
     assert picked["trial"] == max(within, key=lambda t: t.values[0]).number
     out = runner.invoke(app, ["best", "-s", "cli.log", "--where", "train_seconds<=0"])
     assert isinstance(out.exception, ConfigError) and "No complete trial" in str(out.exception)
+    # without --by: the best by the first objective, and it says it is one point of the front
+    out = runner.invoke(app, ["best", "-s", "cli.log"])
+    front = len(study.best_trials)
+    assert f"one of the {front} trials on the Pareto front, the best by val_acc" in " ".join(out.output.split())
 
 
 def test_a_user_objective_can_return_several_values(workdir):

@@ -203,6 +203,8 @@ def show(
         keys = ("objective", "strategy", "metric") if "objective" in settings else \
             ("data", "preset", "strategy", "epochs", "metric")
         shown = {k: settings[k] for k in keys if k in settings}
+        if settings.get("pruner") not in (None, "none"):
+            shown["pruner"] = settings["pruner"]
         if len(settings.get("objectives") or []) > 1:
             shown["metric"] = ",".join(settings["objectives"])
         if settings.get("constraints"):
@@ -286,6 +288,11 @@ def best(
     for k, v in config.items():
         table.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
     console.print(table)
+    if len(names) > 1 and by is None and not where:  # several objectives: this is one point of the front, chosen by the first
+        front = len(s.best_trials)
+        console.print(f"[dim]one of the {front} trials on the Pareto front, the best by {names[0]}; `--by "
+                      f"{names[1]}` picks by another objective, `--where` sets limits (`shoal report` draws the "
+                      "front).[/]", highlight=False)
     measures = t.user_attrs.get("measures", {})
     if measures:
         console.print("[dim]" + ", ".join(f"{k}={v:.4g}" for k, v in measures.items()) + "[/]", highlight=False)
