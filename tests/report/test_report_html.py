@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 
@@ -146,3 +147,29 @@ def test_cli_report_prints_tables_and_writes_html(known_db, workdir, monkeypatch
     assert not list(workdir.glob("report-*.html"))
     assert run_cli(monkeypatch, "report", "-s", str(known_db), "--study", "nope", "--no-html") == 2
     assert "No study named 'nope'" in capsys.readouterr().err
+
+
+def test_a_log_parameter_with_an_off_value_keeps_its_log_axis(tmp_path):
+    # weight_decay: log-sampled, 0 when off; it was drawn on a linear axis, every "on" value piled at 0
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    url = f"sqlite:///{tmp_path / 'wd.db'}"
+    study = optuna.create_study(storage=url, study_name="wd")
+    dists = {"weight_decay_on": CategoricalDistribution([False, True]), "weight_decay": FloatDistribution(1e-6, 1e-2, log=True),
+             "lr": FloatDistribution(1e-4, 1.0, log=True)}
+    for i, wd in enumerate((0.0, 1e-5, 3e-4, 0.0, 5e-3)):
+        params = {"weight_decay_on": wd > 0, "lr": 0.01 * (i + 1), **({"weight_decay": wd} if wd else {})}
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions={k: dists[k] for k in params}, value=1.0 / (i + 1),
+            user_attrs={"config": {"weight_decay": wd, "lr": 0.01 * (i + 1)}}))
+    d = load_report(url, "wd")
+    assert d.params.logs["weight_decay"]
+    fig = _slice_fig(d)
+    axis = next(v for k, v in fig["layout"].items() if k.startswith("xaxis") and v["title"]["text"].startswith("weight_decay"))
+    assert axis["type"] == "log" and axis["title"]["text"] == "weight_decay (2 off, not drawn)"
+    trace = next(t for t in fig["data"] if t["name"] == "weight_decay")
+    assert sorted(trace["x"]) == [1e-5, 3e-4, 5e-3]
+    par, _ = _parallel_fig(d)
+    dim = next(x for x in par["data"][0]["dimensions"] if x["label"] == "weight_decay (log)")
+    assert all(math.isfinite(v) for v in dim["values"]) and dim["ticktext"][0] == "off"
+    assert dim["values"][0] == dim["tickvals"][0] == -6  # a decade below 1e-5

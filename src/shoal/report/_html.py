@@ -234,10 +234,13 @@ def _dimension(d: ReportData, name: str, values: list) -> dict:
         return {"label": name, "values": [cats.index(str(v)) for v in values], "tickvals": list(range(len(cats))),
                 "ticktext": cats}
     if log:
-        vals = [math.log10(v) for v in values]
+        from shoal.report._sections import log10_or_off
+
+        vals, off = log10_or_off(values)
         lo, hi = math.floor(min(vals)), math.ceil(max(vals))
         ticks = list(range(lo, hi + 1))
-        return {"label": f"{name} (log)", "values": vals, "tickvals": ticks, "ticktext": [f"1e{t}" for t in ticks]}
+        text = ["off" if off is not None and t == off else f"1e{t}" for t in ticks]
+        return {"label": f"{name} (log)", "values": vals, "tickvals": ticks, "ticktext": text}
     return {"label": name, "values": [float(v) for v in values]}
 
 
@@ -280,13 +283,18 @@ def _slice_fig(d: ReportData) -> dict | None:
         r, c = divmod(i, cols)
         pairs = [(v, y) for v, y in zip(d.params.values[name], d.params.objective) if v is not None]
         categorical = d.params.kinds[name] == "categorical"
+        off = 0
+        if d.params.logs[name] and not categorical:  # its "off" value, 0, has no place on a log axis
+            off = sum(1 for v, _ in pairs if v == 0)
+            pairs = [(v, y) for v, y in pairs if v != 0]
         xs = [str(v) for v, _ in pairs] if categorical else [v for v, _ in pairs]
         traces.append({"type": "scattergl", "mode": "markers", "x": xs, "y": [y for _, y in pairs], "xaxis": f"x{ax}",
                        "yaxis": f"y{ax}", "marker": {"size": 4, "color": PALETTE[0], "opacity": 0.6}, "name": name,
                        "hovertemplate": f"{html.escape(name)} %{{x}}: %{{y:.4g}}<extra></extra>"})
         gap = 0.06
         xaxis = {"domain": [c / cols + gap / 2, (c + 1) / cols - gap / 2], "anchor": f"y{ax}",
-                 "title": {"text": name, "standoff": 4}, "automargin": False,
+                 "title": {"text": name + (f" ({off} off, not drawn)" if off else ""), "standoff": 4},
+                 "automargin": False,
                  "type": "log" if d.params.logs[name] else ("category" if categorical else "linear")}
         if not categorical and not d.params.logs[name] and _pow2(d.params.values[name]):
             ticks = sorted({v for v, _ in pairs})

@@ -133,6 +133,9 @@ def param_data(complete: list[TrialInfo]) -> ParamData:
         # the space's own scale where the study recorded it (eps, lr); else a wide positive range
         sampled_log = any(getattr(t.distributions.get(k), "log", False) for t in complete if t.distributions)
         logs[k] = bool(positive and (sampled_log or max(present) / min(present) >= 100))
+        # a log parameter with an "off" value, 0 (weight_decay, l1): log for the values it took when on
+        if numeric and not logs[k] and sampled_log and all(v >= 0 for v in present) and any(v > 0 for v in present):
+            logs[k] = True
     names.sort(key=lambda n: KEY_PARAMS.index(n) if n in KEY_PARAMS else len(KEY_PARAMS))
     return ParamData([t.number for t in complete], [t.value for t in complete], names,
                      {n: seen[n] for n in names}, kinds, logs, constant)
@@ -209,12 +212,21 @@ def param_importance(complete: list[TrialInfo], direction: str, objective: int =
     return Importance(label, values)
 
 
+def log10_or_off(values: list[Any]) -> tuple[list[float], float | None]:
+    """log10 of each value; 0 (a parameter's "off" value, such as weight_decay's) one decade below
+    the smallest value it took when on. Returns the numbers and that position (None: no 0)."""
+    on = [math.log10(v) for v in values if v > 0]
+    off = (math.floor(min(on)) - 1.0) if on and any(v == 0 for v in values) else None
+    return [math.log10(v) if v > 0 else off for v in values], off
+
+
 def _axis(values: list[Any], kind: str, log: bool) -> tuple[list[float], list[str] | None]:
-    """Numbers for an axis: log10 for log parameters, category index for categorical ones."""
+    """Numbers for an axis: log10 for log parameters (0, "off", a decade below), category index for
+    categorical ones."""
     if kind == "categorical":
         cats = sorted({str(v) for v in values})
         return [float(cats.index(str(v))) for v in values], cats
-    return [math.log10(v) if log else float(v) for v in values], None
+    return (log10_or_off(values)[0] if log else [float(v) for v in values]), None
 
 
 # Up to this many complete trials the contour interpolates linearly between them; above, it shows the
