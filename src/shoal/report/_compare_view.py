@@ -81,7 +81,8 @@ def _curves_fig(d: ComparisonData) -> dict:
     most = max((len(g.epochs) for g in d.groups), default=0)
     xaxis = {"title": {"text": "epoch"}, **({"dtick": 1} if most <= 20 else {})}  # whole epochs, not 1.5
     return {"data": traces, "layout": _layout(height=480, shapes=shapes, xaxis=xaxis,
-                                              yaxis={"title": {"text": "validation loss"}, "type": "log"})}
+                                              yaxis={"title": {"text": "validation loss"}, "type": "log",
+                                                     "dtick": 1})}
 
 
 def _speed_fig(d: ComparisonData) -> dict:
@@ -132,8 +133,10 @@ def _tuning_fig(d: ComparisonData) -> dict | None:
             if best:
                 traces.append({"type": "scatter", "mode": "markers", "x": [best[0]], "y": [best[1]], "showlegend": False,
                                "marker": {"color": c, "size": 14, "symbol": "star"}, "name": f"{v} chosen"})
-    return {"data": traces, "layout": _layout(height=420, xaxis={"title": {"text": "learning rate"}, "type": "log"},
-                                              yaxis={"title": {"text": "validation loss"}, "type": "log"})}
+    return {"data": traces, "layout": _layout(height=420, xaxis={"title": {"text": "learning rate"}, "type": "log",
+                                                                 "dtick": 1},
+                                              yaxis={"title": {"text": "validation loss"}, "type": "log",
+                                                     "dtick": 1})}
 
 
 def render_comparison(d: ComparisonData) -> str:

@@ -843,7 +843,9 @@ def render_html(d: ReportData) -> str:
     if d.best:
         header, rows = best_table_rows(d)
         feasible = " feasible" if d.constrained else ""
-        body["best"] = _note(f"The {len(d.best)} best{feasible} of {n_complete} complete trials by {d.metric}."
+        body["best"] = _note(f"The {len(d.best)} best{feasible} of {n_complete} complete trials by {d.metric}. "
+                             "wall s: from the trial's start to its end, sharing the machine with the trials "
+                             "beside it (`shoal show`'s train s is its share of the training time)."
                              + (" See the Pareto front for the trade-offs between objectives." if d.multi else "")
                              ) + _table(header, rows)
     else:

@@ -31,9 +31,9 @@ def print_report(d: ReportData, console: Console, *, top: int = 5, front: int = 
         first = d.metric + (" (the first objective)" if d.multi else "")
         tol = 0.01 * abs(best[-1]) + 1e-12
         first_within = next(k for k, b in enumerate(h.best) if b is not None and abs(b - best[-1]) <= tol)
-        console.print(f"best {feasible}{first} [green]{fmt(best[-1])}[/] at trial {d.best[0].number}; within 1% of "
-                      f"it from trial {h.numbers[first_within]} on ({first_within + 1} of {len(h.numbers)} complete "
-                      "trials)")
+        console.print(f"best {feasible}{first} [green]{fmt(best[-1])}[/] at trial {d.best[0].number}; the search was "
+                      f"within 1% of it after {first_within + 1} of its {len(h.numbers)} complete trials (trial "
+                      f"{h.numbers[first_within]})")
     elif h.numbers:
         console.print("[yellow]No complete trial is feasible yet.[/]")
     else:
