@@ -130,17 +130,7 @@ def test_sigint_finishes_the_epoch_records_interrupted_trials_and_exits_130(work
     group = "--workers" in extra
     proc = start(cmd, workdir, start_new_session=group)
 
-    def mid_training(t) -> bool:
-        # Training, past its first epoch, and far enough from its last not to finish before the signal.
-        return t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) < epochs - 1
-
-    def ready():
-        trials = snapshot(db)
-        if any(mid_training(t) for t in trials) and any(t.state == TrialState.COMPLETE for t in trials):
-            return trials
-        return None
-
-    before = wait_until(ready, proc)
+    before = wait_until(_one_done_and_one_mid_training(db, epochs), proc)
     assert before is not None, proc.communicate()
     if group:
         os.killpg(proc.pid, signal.SIGINT)
@@ -153,9 +143,23 @@ def test_sigint_finishes_the_epoch_records_interrupted_trials_and_exits_130(work
     _check_interrupted(db, before, epochs, cmd, workdir)
 
 
+def _mid_training(t, epochs: int) -> bool:
+    # Training, past its first epoch, and far enough from its last not to finish before the signal.
+    return t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) < epochs - 1
+
+
+def _one_done_and_one_mid_training(db, epochs: int):
+    """For ``wait_until``: the trials once one has completed and another is mid-training, else None."""
+    def ready():
+        trials = snapshot(db)
+        if any(_mid_training(t, epochs) for t in trials) and any(t.state == TrialState.COMPLETE for t in trials):
+            return trials
+        return None
+
+    return ready
+
+
 def _check_interrupted(db, before, epochs, cmd, workdir) -> None:
-    def mid_training(t) -> bool:
-        return t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) < epochs - 1
 
     trials = snapshot(db)
     by_number = {t.number: t for t in trials}
@@ -164,7 +168,7 @@ def _check_interrupted(db, before, epochs, cmd, workdir) -> None:
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert not [t for t in trials if t.state == TrialState.FAIL and t.user_attrs["fail_reason"] != INTERRUPTED]
     for t in before:
-        if mid_training(t):
+        if _mid_training(t, epochs):
             stopped = by_number[t.number]
             assert stopped.state == TrialState.FAIL and stopped.user_attrs["fail_reason"] == INTERRUPTED
             # It stopped at an epoch's end (at once, for SIGTERM): every epoch it had reported is
@@ -209,14 +213,7 @@ def test_sigterm_stops_at_once_records_interrupted_trials_and_exits_clean(workdi
                    trials=8, epochs=epochs)
     proc = start(cmd, workdir, start_new_session=group)
 
-    def ready():
-        trials = snapshot(db)
-        if any(t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) < epochs - 1 for t in trials) \
-                and any(t.state == TrialState.COMPLETE for t in trials):
-            return trials
-        return None
-
-    before = wait_until(ready, proc)
+    before = wait_until(_one_done_and_one_mid_training(db, epochs), proc)
     assert before is not None, proc.communicate()
     if group:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -159,10 +159,6 @@ class Experiment:
                 f"The 'test_fraction' setting must be in [0, 1) and leave data for training "
                 f"(val_fraction + test_fraction < 1). Got {self.test_fraction!r}."
             )
-        if self.official_test and self.test_fraction:
-            raise ConfigError(f"Both official_test and test_fraction={self.test_fraction} name the test rows. Give "
-                              f"one: official_test holds out the data set's own test part (MNIST's t10k file), "
-                              f"test_fraction a share of all rows.")
         self._validate_executor()
         if self.engine not in ENGINES:
             raise ConfigError(f"The 'engine' setting must be one of {list(ENGINES)}. Got {self.engine!r} instead.")
@@ -389,8 +385,6 @@ def _check_storage_file(path: str, *, journal: bool) -> None:
     file of another kind (an application's ``.log``, which repairing a journal's last line would
     cut; a ``.db`` that is no SQLite database), another application's SQLite database (Optuna
     would add its tables to it), or a new file in a folder that cannot be written."""
-    import os
-
     p = Path(path)
     kind = "journal file" if journal else "SQLite file"
     if p.is_dir():
@@ -415,9 +409,9 @@ def _check_storage_file(path: str, *, journal: bool) -> None:
         first = head.split(b"\n", 1)[0]
         try:
             record = json.loads(first.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            record = None
-        if not (isinstance(record, dict) and "op_code" in record) and not (b"\n" not in head and head.startswith(b'{"op_code"')):
+        except (UnicodeDecodeError, ValueError):  # not JSON, or a first record longer than what was read
+            record = {"op_code": None} if first == head and head.startswith(b'{"op_code"') else None
+        if not (isinstance(record, dict) and "op_code" in record):
             raise ConfigError(f"The file {path!r} is not an Optuna journal (its first line is no journal record): "
                               "shoal leaves it as it is. Give the storage another file name; a new name.log is "
                               "created.")
@@ -443,6 +437,11 @@ def _check_storage_file(path: str, *, journal: bool) -> None:
                           "Optuna storage: shoal will not add its tables to it. Give the storage another file name.")
 
 
+def file_safe(name: str) -> str:
+    """``name`` (a study's) as part of a file name: letters, digits, ``-_.``; anything else ``_``."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
 @contextlib.contextmanager
 def one_driver(storage: str | None, study: str):
     """Hold the study's driver lock while a run drives it (a SQLite or journal file; nothing for a
@@ -463,8 +462,7 @@ def one_driver(storage: str | None, study: str):
         yield
         return
     file = Path(path)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in study)
-    lock = file.parent / f".{file.name}.lock-{safe}"
+    lock = file.parent / f".{file.name}.lock-{file_safe(study)}"
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:  # an unwritable folder: the storage's own check says so

@@ -123,8 +123,9 @@ def checkpoint_path(storage: Any, study: str) -> Path:
         # named after the storage file too: one study name in two files of a folder (a.db and b.db,
         # both "digits-mlp") must not share, and delete, one checkpoint
         base, stem = file.parent, file.name + "."
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in study)
-    return base / f".{stem}{safe}.pbt.pt"
+    from shoal.study._experiment import file_safe
+
+    return base / f".{stem}{file_safe(study)}.pbt.pt"
 
 
 def _save(path: Path, payload: dict[str, Any]) -> None:
@@ -326,7 +327,9 @@ def _resume(runner: StudyRunner, ckpt: Path, pool, exp: Experiment, metric: str)
         return None
     try:
         payload = torch.load(ckpt, weights_only=False)
-        payload["members"], payload["epoch"], payload["rng"]
+        missing = [k for k in ("members", "epoch", "rng") if k not in payload]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)} in it")
     except Exception as exc:  # a truncated or foreign file: kept aside, never deleted, and not used
         aside = ckpt.with_name(ckpt.name + ".unreadable")
         os.replace(ckpt, aside)
