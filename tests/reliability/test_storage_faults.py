@@ -234,3 +234,18 @@ def test_a_second_driver_on_a_file_study_is_refused_while_the_first_runs(workdir
     assert _run_cli(workdir, *args).returncode == 0  # released: the same command runs
     study = optuna.load_study(study_name="digits-mlp", storage="sqlite:///" + str(workdir / "d.db"))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+
+
+def test_a_read_only_error_in_an_unwritable_folder_names_the_folder(tmp_path, monkeypatch):
+    # SQLite says "readonly database" when it cannot write its journal beside a writable file; the
+    # fix is the folder (tested by the message: root, which runs these tests, writes through permissions)
+    from shoal.study._tune import storage_error
+
+    db = tmp_path / "x.db"
+    db.write_bytes(b"")
+    readonly = sqlite3.OperationalError("attempt to write a readonly database")
+    assert "it is read-only" in str(storage_error(readonly, str(db)))
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if os.path.abspath(p) == str(tmp_path) else real(p, mode))
+    assert "its folder is not writable (SQLite writes a journal file beside the database)" in \
+        str(storage_error(readonly, str(db)))
