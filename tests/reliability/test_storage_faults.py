@@ -249,3 +249,22 @@ def test_a_read_only_error_in_an_unwritable_folder_names_the_folder(tmp_path, mo
     monkeypatch.setattr(os, "access", lambda p, mode: False if os.path.abspath(p) == str(tmp_path) else real(p, mode))
     assert "its folder is not writable (SQLite writes a journal file beside the database)" in \
         str(storage_error(readonly, str(db)))
+
+
+def test_a_foreign_studies_table_and_another_optuna_versions_schema_are_clear_errors(workdir):
+    with sqlite3.connect(workdir / "clash.db") as con:  # an application's own "studies" table
+        con.execute("CREATE TABLE studies (x INTEGER)")
+    before = (workdir / "clash.db").read_bytes()
+    done = _run_cli(workdir, "tune", "--check", "-s", "clash.db")
+    assert done.returncode == 2 and "is another application's database (tables studies)" in _one_paragraph(done.stderr)
+    assert (workdir / "clash.db").read_bytes() == before
+    # a schema Optuna does not know (another version made it): Optuna's reason, one paragraph, exit 2
+    assert _run_cli(workdir, "tune", "-s", "old.db", "--trials", "1", "--epochs", "1", "-q", "-p", "width=32",
+                    "-p", "depth=1").returncode == 0
+    with sqlite3.connect(workdir / "old.db") as con:
+        con.execute("UPDATE alembic_version SET version_num = 'v99.0.0.a'")
+    for args in (("show", "-s", "old.db"), ("tune", "-s", "old.db", "--trials", "2", "--epochs", "1", "-q")):
+        done = _run_cli(workdir, *args)
+        assert done.returncode == 2, done.stderr
+        text = _one_paragraph(done.stderr)
+        assert "The storage could not be used" in text and "compatible with the table schema" in text

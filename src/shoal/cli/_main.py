@@ -334,6 +334,11 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort):
         code = 130
     except Exception as exc:
+        if type(exc).__name__ == "StorageInternalError" or "compatible with the table schema" in str(exc):
+            # a storage Optuna cannot use (made by another Optuna version, or damaged): its reason, no traceback
+            _error(f"The storage could not be used: {str(exc).strip().splitlines()[0]} If it was made by another "
+                   "Optuna version, upgrade it (`optuna storage upgrade --storage URL`) or use that version; "
+                   "otherwise give another --storage file.")
         # Usage errors (unknown flag, a word where a number goes) are click's ClickException; typer
         # vendors its own click, so they are told apart by their format_message, not their class.
         if not callable(getattr(exc, "format_message", None)):

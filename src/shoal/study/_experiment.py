@@ -425,14 +425,16 @@ def _check_storage_file(path: str, *, journal: bool) -> None:
     try:
         with sqlite3.connect(f"file:{p.resolve()}?mode=ro", uri=True) as db:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            studies = {r[1] for r in db.execute("PRAGMA table_info(studies)")} if "studies" in tables else set()
     except sqlite3.OperationalError:  # locked by a writer right now: the storage's own handling applies
         return
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"The SQLite file {path!r} cannot be read ({exc}): it may be damaged. Give the storage "
                           "another file name, or restore the file from a copy.") from None
     # none of Optuna's tables (while a run creates them, some exist and others not yet: that is Optuna's)
-    if tables and not tables & OPTUNA_TABLES:
-        shown = ", ".join(sorted(tables)[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+    if (tables and not tables & OPTUNA_TABLES) or (studies and not {"study_id", "study_name"} <= studies):
+        theirs = sorted(tables - OPTUNA_TABLES) or ["studies"]  # its own tables (or its own "studies")
+        shown = ", ".join(theirs[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5 else "")
         raise ConfigError(f"The SQLite file {path!r} is another application's database (tables {shown}), not an "
                           "Optuna storage: shoal will not add its tables to it. Give the storage another file name.")
 
