@@ -128,16 +128,8 @@ def test_sigint_finishes_the_epoch_records_interrupted_trials_and_exits_130(work
     # on digits train an epoch in ~20 ms: with fewer epochs an idle machine can finish before a poll sees it)
     cmd = tune_cmd(db, *extra, engine=engine, trials=8, epochs=epochs)
     group = "--workers" in extra
-    proc = start(cmd, workdir, start_new_session=group)
-
-    before = wait_until(_one_done_and_one_mid_training(db, epochs), proc)
-    assert before is not None, proc.communicate()
-    if group:
-        os.killpg(proc.pid, signal.SIGINT)
-    else:
-        proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    before, code, err = _signal_mid_run(db, cmd, workdir, signal.SIGINT, group, epochs)
+    assert code == 130, err
     assert "Traceback" not in err
     assert "run the same command again" in " ".join(err.split())
     _check_interrupted(db, before, epochs, cmd, workdir)
@@ -157,6 +149,20 @@ def _one_done_and_one_mid_training(db, epochs: int):
         return None
 
     return ready
+
+
+def _signal_mid_run(db, cmd, workdir, sig, group: bool, epochs: int):
+    """Start ``cmd``, send ``sig`` (to its whole process group with ``group``) once one trial has
+    completed and another is mid-training; the trials then, the exit code and stderr."""
+    proc = start(cmd, workdir, start_new_session=group)
+    before = wait_until(_one_done_and_one_mid_training(db, epochs), proc)
+    assert before is not None, proc.communicate()
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return before, proc.returncode, err
 
 
 def _check_interrupted(db, before, epochs, cmd, workdir) -> None:
@@ -211,15 +217,7 @@ def test_sigterm_stops_at_once_records_interrupted_trials_and_exits_clean(workdi
     epochs = 40
     cmd = tune_cmd(db, "--population", "3", *(["--workers", "2"] if group else []), engine="population",
                    trials=8, epochs=epochs)
-    proc = start(cmd, workdir, start_new_session=group)
-
-    before = wait_until(_one_done_and_one_mid_training(db, epochs), proc)
-    assert before is not None, proc.communicate()
-    if group:
-        os.killpg(proc.pid, signal.SIGTERM)
-    else:
-        proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    before, code, err = _signal_mid_run(db, cmd, workdir, signal.SIGTERM, group, epochs)
+    assert code == 130, err
     assert "Traceback" not in err and "terminated (SIGTERM)" in err
     _check_interrupted(db, before, epochs, cmd, workdir)

@@ -452,9 +452,8 @@ def storage_error(exc: BaseException, storage: Any) -> StorageError | None:
         if isinstance(seen, sqlite3.Error) or type(seen).__module__.startswith("sqlalchemy"):
             text = str(getattr(seen, "orig", None) or seen).split("\n")[0]
             reason = next((hint for key, hint in _SQLITE_HINTS if key in text.lower()), None)
-            path = storage_file(storage)
-            if reason == "it is read-only" and path and os.access(path, os.W_OK) \
-                    and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            path = storage_file(storage) if reason == "it is read-only" else None
+            if path and os.access(path, os.W_OK) and not os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
                 reason = "its folder is not writable (SQLite writes a journal file beside the database)"
             if reason is None and "OperationalError" in type(seen).__name__:
                 reason = "the database refused the operation"  # e.g. another process creating its tables
